@@ -1,0 +1,3 @@
+from transfersel.cli import app
+
+app(prog_name="transfersel")

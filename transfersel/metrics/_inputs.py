@@ -1,0 +1,205 @@
+"""Validate metric inputs once, at the boundary (scikit-learn's ``check_array`` style).
+
+:class:`Inputs` is the validated bundle every metric receives. It never copies the caller's feature
+matrix unless it has to (torch tensor, float16, non-contiguous), exposes it read-only, and caches the
+statistics that several metrics share (class sums, the float64 Gram), so scoring many metrics on one
+feature set pays for the expensive linear algebra once.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from transfersel.errors import InputError, TransferabilityWarning
+from transfersel.metrics import _linalg as la
+
+
+def to_numpy(a: Any, name: str) -> np.ndarray:
+    """Return ``a`` as a NumPy array without copying NumPy input (torch tensors are moved to the CPU)."""
+    if a is None:
+        raise InputError(f"{name} is None; pass an array")
+    if type(a).__module__.startswith("torch"):
+        a = a.detach().cpu().numpy()
+    try:
+        return np.asarray(a)
+    except Exception as exc:  # e.g. ragged lists
+        raise InputError(
+            f"{name} cannot be converted to an array ({exc}); pass a NumPy array or tensor"
+        ) from None
+
+
+def _check_float_matrix(a: Any, name: str, *, ndim: int = 2) -> np.ndarray:
+    arr = to_numpy(a, name)
+    if arr.ndim != ndim:
+        raise InputError(f"{name} must be {ndim}-D, got shape {arr.shape}; reshape it")
+    if arr.size == 0:
+        raise InputError(f"{name} is empty (shape {arr.shape}); pass at least 2 samples with 1+ dimensions")
+    if arr.dtype == np.float16:
+        arr = arr.astype(np.float32)
+    if arr.dtype not in (np.float32, np.float64):
+        raise InputError(
+            f"{name} must be float32 or float64, got {arr.dtype}; cast it with .astype(np.float32)"
+        )
+    if not la.all_finite(arr):
+        raise InputError(f"{name} contains NaN or inf; drop or impute those rows before scoring")
+    arr = np.ascontiguousarray(arr)
+    view = arr.view()
+    view.flags.writeable = False  # any accidental in-place write in a metric raises instead of corrupting
+    return view
+
+
+def encode_labels(labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Map any hashable label values to ``0..C-1`` in sorted order of the unique values.
+
+    Returns ``(codes, classes)``: ``codes`` is int64 (N,), ``classes[codes] == labels``.
+    """
+    arr = to_numpy(labels, "labels")
+    if arr.ndim == 2 and 1 in arr.shape:
+        arr = arr.reshape(-1)
+    if arr.ndim != 1:
+        raise InputError(f"labels must be 1-D (one label per sample), got shape {arr.shape}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise InputError("labels contain NaN or inf; remove those samples")
+    try:
+        classes, codes = np.unique(arr, return_inverse=True)
+    except TypeError:
+        raise InputError(
+            "labels mix types that cannot be sorted; use one type (all str or all int)"
+        ) from None
+    return codes.reshape(-1).astype(np.int64), classes
+
+
+@dataclass(frozen=True, eq=False)
+class Inputs:
+    """Validated metric inputs.
+
+    Attributes:
+        X: (N, D) float32 or float64, read-only, C-contiguous: the caller's features (not copied
+            when already a contiguous float NumPy array).
+        y: (N,) int64 labels in ``0..C-1``.
+        classes: (C,) the original label values, ``classes[y]`` gives them back.
+        counts: (C,) int64 samples per class.
+        logits: (N, K) float32/float64 read-only source-model logits or ``None``.
+        label_embeddings: (K, C, D2) float64 per-class embeddings (class axis in remapped order) or ``None``.
+        device: where the N·D² Gram products run ("cpu", "cuda[:i]"); results are float64 either way.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    classes: np.ndarray
+    counts: np.ndarray
+    logits: np.ndarray | None = None
+    label_embeddings: np.ndarray | None = None
+    device: str = "cpu"
+
+    @property
+    def N(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def D(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def C(self) -> int:
+        return len(self.classes)
+
+    @cached_property
+    def class_sums(self) -> np.ndarray:
+        """(C, D) float64 per-class feature sums ``OᵀX``."""
+        return la.class_sums(self.X, self.y, self.C)
+
+    @cached_property
+    def class_means(self) -> np.ndarray:
+        """(C, D) float64 class means."""
+        return self.class_sums / self.counts[:, None]
+
+    @cached_property
+    def mean(self) -> np.ndarray:
+        """(D,) float64 global mean."""
+        return self.class_sums.sum(axis=0) / self.N
+
+    @cached_property
+    def centered_gram(self) -> np.ndarray:
+        """(D, D) float64 ``(X − μ)ᵀ(X − μ)`` (centred blockwise: no cancellation, no N×D copy)."""
+        return la.gram(self.X, shift=self.mean, device=self.device)
+
+    def within_scatter(self) -> np.ndarray:
+        """(D, D) float64 ``N·Sw = Σ_i (x_i − μ_{y_i})(x_i − μ_{y_i})ᵀ`` from the centred Gram."""
+        d = self.class_means - self.mean
+        return self.centered_gram - (d.T * self.counts) @ d
+
+    def require(self, *names: str, metric: str) -> None:
+        """Raise a clear error if an optional input the metric needs is missing."""
+        flags = {"logits": "--logits L.npy", "label_embeddings": "--label-embeddings E.npy"}
+        for name in names:
+            if getattr(self, name) is None:
+                raise InputError(f"{metric} needs {name}; pass {name}=... (CLI: {flags[name]})")
+
+
+def check_inputs(
+    features: Any,
+    labels: Any,
+    *,
+    logits: Any = None,
+    label_embeddings: Any = None,
+    device: str | None = "cpu",
+) -> Inputs:
+    """Validate and normalise metric inputs; never mutates or (needlessly) copies them.
+
+    Args:
+        features: (N, D) float32/float64 NumPy array, memmap or torch tensor.
+        labels: (N,) labels of any sortable hashable type.
+        logits: optional (N, K) source logits (softmax is taken by the metrics that need it).
+        label_embeddings: optional (K, C, D2) per-class embeddings, class axis in sorted label order.
+        device: "cpu", "cuda[:i]" or "auto" (GPU if present) for the Gram products.
+
+    Raises:
+        InputError: on shape/dtype mismatches, NaN/inf, fewer than 2 classes, empty arrays.
+    """
+    X = _check_float_matrix(features, "features")
+    y, classes = encode_labels(labels)
+    if len(y) != X.shape[0]:
+        raise InputError(
+            f"features has {X.shape[0]} rows but labels has {len(y)}; pass one label per feature row"
+        )
+    if len(classes) < 2:
+        raise InputError(
+            f"labels have {len(classes)} distinct value(s); a transfer task needs at least 2 classes"
+        )
+    counts = np.bincount(y, minlength=len(classes)).astype(np.int64)
+    if (counts == 1).any():
+        singles = [str(c) for c in classes[counts == 1][:5]]
+        warnings.warn(
+            f"{int((counts == 1).sum())} class(es) have a single sample ({', '.join(singles)}…): their "
+            "within-class statistics are zero",
+            TransferabilityWarning,
+            stacklevel=3,
+        )
+    L = None
+    if logits is not None:
+        L = _check_float_matrix(logits, "logits")  # kept in its dtype: metrics stream it in float64 blocks
+        if L.shape[0] != X.shape[0]:
+            raise InputError(f"logits has {L.shape[0]} rows but features has {X.shape[0]}; they must align")
+    E = None
+    if label_embeddings is not None:
+        E = np.asarray(_check_float_matrix(label_embeddings, "label_embeddings", ndim=3), dtype=np.float64)
+        if E.shape[1] != len(classes):
+            raise InputError(
+                f"label_embeddings has {E.shape[1]} classes on axis 1 but labels have {len(classes)}; "
+                "shape must be (K, C, D2) in sorted label order"
+            )
+    return Inputs(
+        X=X,
+        y=y,
+        classes=classes,
+        counts=counts,
+        logits=L,
+        label_embeddings=E,
+        device=la.resolve_device(device),
+    )
