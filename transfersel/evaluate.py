@@ -1,0 +1,375 @@
+"""How well do transferability scores predict fine-tuned accuracy? (spec §5, the papers' protocol).
+
+Pure functions on arrays, plus the ground-truth CSV reader. Per dataset, for models with scores ``s`` and
+fine-tuned accuracies ``a`` (both ``(M,)``, aligned by model):
+
+* weighted Kendall τ_w = ``scipy.stats.weightedtau(s, a)`` with its defaults (hyperbolic weigher, additive
+  pair weights, ``rank=True``), exactly SFDA ``rank_correlation.py::w_kendall_metric``; Kendall τ_b,
+  Spearman ρ and Pearson r from scipy;
+* rel@k = best accuracy among the top-k models by score over the best accuracy overall, regret@k = the gap in
+  accuracy points (§5.2); ties in scores are broken by zoo order (stable sort) and reported;
+* stability: the bootstrap standard deviation of τ_w over models (seeded).
+
+NaN scores (a metric that could not score a model) are ranked last, as ``-inf`` (§5.1), and reported in
+``nan_models``; Pearson r, which is not a rank statistic, uses only the finite scores.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from transfersel.errors import InputError
+
+__all__ = [
+    "Correlation",
+    "GroundTruth",
+    "TauTable",
+    "bootstrap_tau_sd",
+    "correlate",
+    "evaluate_scores",
+    "kendall_tau",
+    "minmax",
+    "pearson",
+    "read_ground_truth",
+    "read_scores_csv",
+    "regret_at_k",
+    "rel_at_k",
+    "score_ties",
+    "spearman",
+    "tau_table",
+    "top_k",
+    "weighted_tau",
+]
+
+
+def _pair(scores: Sequence[float], accuracy: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Scores with NaN → -inf (ranked last) and accuracies, as float64 ``(M,)`` arrays of equal length."""
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    a = np.asarray(accuracy, dtype=np.float64).reshape(-1)
+    if s.shape != a.shape:
+        raise InputError(f"{s.size} scores but {a.size} accuracies; pass one of each per model")
+    if s.size < 2:
+        raise InputError(f"need at least 2 models to correlate, got {s.size}")
+    if not np.isfinite(a).all():
+        raise InputError("ground-truth accuracies contain NaN or inf; fix the ground-truth file")
+    return np.where(np.isnan(s), -np.inf, s), a
+
+
+def weighted_tau(scores: Sequence[float], accuracy: Sequence[float]) -> float:
+    """Weighted Kendall τ_w, ``scipy.stats.weightedtau(scores, accuracy)`` with defaults; NaN scores last."""
+    from scipy import stats  # scipy.stats takes ~0.4 s to import: only when used
+
+    s, a = _pair(scores, accuracy)
+    return float(stats.weightedtau(s, a).statistic)
+
+
+def kendall_tau(scores: Sequence[float], accuracy: Sequence[float]) -> float:
+    """Kendall τ_b (``scipy.stats.kendalltau``); NaN scores last."""
+    from scipy import stats
+
+    s, a = _pair(scores, accuracy)
+    return float(stats.kendalltau(s, a).statistic)
+
+
+def spearman(scores: Sequence[float], accuracy: Sequence[float]) -> float:
+    """Spearman ρ (``scipy.stats.spearmanr``); NaN scores last."""
+    from scipy import stats
+
+    s, a = _pair(scores, accuracy)
+    return float(stats.spearmanr(s, a).statistic)
+
+
+def pearson(scores: Sequence[float], accuracy: Sequence[float]) -> float:
+    """Pearson r (``scipy.stats.pearsonr``) over the models with a finite score; NaN if < 2 or constant."""
+    from scipy import stats
+
+    s, a = _pair(scores, accuracy)
+    ok = np.isfinite(s)
+    if ok.sum() < 2 or np.ptp(s[ok]) == 0 or np.ptp(a[ok]) == 0:
+        return math.nan
+    return float(stats.pearsonr(s[ok], a[ok]).statistic)
+
+
+def minmax(scores: Sequence[float]) -> np.ndarray:
+    """Zoo-relative ``(s − min s)/(max s − min s)`` over the finite scores (NaN stays NaN; all equal → 1).
+
+    NCTI/ETran need scores on this scale; the ensemble uses it as transferability ``t_m`` (spec §6.2).
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    finite = s[np.isfinite(s)]
+    if finite.size == 0:
+        return np.full_like(s, np.nan)
+    lo, hi = finite.min(), finite.max()
+    if hi == lo:
+        return np.where(np.isfinite(s), 1.0, np.nan)
+    return (s - lo) / (hi - lo)
+
+
+def top_k(scores: Sequence[float], k: int) -> np.ndarray:
+    """Indices of the ``k`` best scores, best first; ties keep zoo order (stable sort), NaN last."""
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    s = np.where(np.isnan(s), -np.inf, s)
+    return np.argsort(-s, kind="stable")[:k]
+
+
+def rel_at_k(scores: Sequence[float], accuracy: Sequence[float], k: int) -> float:
+    """rel@k = max accuracy among the top-k by score / max accuracy overall (SFDA ``rel_k``)."""
+    s, a = _pair(scores, accuracy)
+    return float(a[top_k(s, k)].max() / a.max())
+
+
+def regret_at_k(scores: Sequence[float], accuracy: Sequence[float], k: int) -> float:
+    """regret@k = max accuracy overall − max accuracy among the top-k by score, in accuracy units."""
+    s, a = _pair(scores, accuracy)
+    return float(a.max() - a[top_k(s, k)].max())
+
+
+def score_ties(scores: Sequence[float], names: Sequence[str]) -> list[tuple[str, ...]]:
+    """Groups of models whose (finite) scores are exactly equal, each in zoo order, groups by first member."""
+    groups: dict[float, list[str]] = {}
+    for name, value in zip(names, np.asarray(scores, dtype=np.float64).reshape(-1), strict=True):
+        if np.isfinite(value):
+            groups.setdefault(float(value), []).append(name)
+    return [tuple(g) for g in groups.values() if len(g) > 1]
+
+
+def bootstrap_tau_sd(
+    scores: Sequence[float], accuracy: Sequence[float], *, n_boot: int = 1000, seed: int = 0
+) -> float:
+    """Standard deviation of τ_w over ``n_boot`` resamples of the models (with replacement, seeded).
+
+    Resamples in which τ_w is undefined (every drawn model identical) are skipped.
+    """
+    from scipy import stats
+
+    s, a = _pair(scores, accuracy)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, s.size, size=(n_boot, s.size))
+    taus = np.array([stats.weightedtau(s[i], a[i]).statistic for i in draws], dtype=np.float64)
+    taus = taus[np.isfinite(taus)]
+    return float(taus.std(ddof=1)) if taus.size > 1 else math.nan
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """How one metric's scores on one dataset agree with the ground truth (one row of the evaluation).
+
+    ``regret_at_*`` are in the ground truth's accuracy units (points when it is in %).
+    ``nan_models`` could not be scored and were ranked last; ``ties`` lists groups of models with equal
+    scores, each in zoo order (the order used to break them).
+    """
+
+    dataset: str
+    metric: str
+    n_models: int
+    weighted_tau: float
+    kendall_tau: float
+    spearman: float
+    pearson: float
+    rel_at_1: float
+    rel_at_3: float
+    regret_at_1: float
+    regret_at_3: float
+    tau_sd: float
+    top1: str
+    best: str
+    nan_models: tuple[str, ...] = ()
+    ties: tuple[tuple[str, ...], ...] = ()
+
+
+def correlate(
+    dataset: str,
+    metric: str,
+    names: Sequence[str],
+    scores: Sequence[float],
+    accuracy: Sequence[float],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> Correlation:
+    """Every statistic of §5.1–5.2 for one (dataset, metric); ``names``, ``scores``, ``accuracy`` aligned."""
+    s, a = _pair(scores, accuracy)
+    if len(names) != s.size:
+        raise InputError(f"{len(names)} model names but {s.size} scores; pass one name per model")
+    return Correlation(
+        dataset=dataset,
+        metric=metric,
+        n_models=s.size,
+        weighted_tau=weighted_tau(s, a),
+        kendall_tau=kendall_tau(s, a),
+        spearman=spearman(s, a),
+        pearson=pearson(s, a),
+        rel_at_1=rel_at_k(s, a, 1),
+        rel_at_3=rel_at_k(s, a, 3),
+        regret_at_1=regret_at_k(s, a, 1),
+        regret_at_3=regret_at_k(s, a, 3),
+        tau_sd=bootstrap_tau_sd(s, a, n_boot=n_boot, seed=seed),
+        top1=names[int(top_k(s, 1)[0])],
+        best=names[int(np.argmax(a))],
+        nan_models=tuple(n for n, v in zip(names, s, strict=True) if v == -np.inf),
+        ties=tuple(score_ties(s, names)),
+    )
+
+
+@dataclass(frozen=True)
+class TauTable:
+    """The papers' table: one row per metric, one column per dataset, plus the average over datasets.
+
+    ``values[metric][dataset]`` is the statistic (NaN where it was not computed); ``average[metric]`` is the
+    mean over the datasets where it is finite.
+    """
+
+    statistic: str
+    metrics: tuple[str, ...]
+    datasets: tuple[str, ...]
+    values: dict[str, dict[str, float]] = field(default_factory=dict)
+    average: dict[str, float] = field(default_factory=dict)
+
+
+def tau_table(rows: Sequence[Correlation], *, statistic: str = "weighted_tau") -> TauTable:
+    """Pivot :class:`Correlation` rows into a metrics × datasets table of ``statistic`` with averages.
+
+    Metrics and datasets keep their order of first appearance in ``rows``.
+    """
+    metrics = tuple(dict.fromkeys(r.metric for r in rows))
+    datasets = tuple(dict.fromkeys(r.dataset for r in rows))
+    values = {m: dict.fromkeys(datasets, math.nan) for m in metrics}
+    for r in rows:
+        values[r.metric][r.dataset] = float(getattr(r, statistic))
+    average = {}
+    for m in metrics:
+        finite = [v for v in values[m].values() if math.isfinite(v)]
+        average[m] = float(np.mean(finite)) if finite else math.nan
+    return TauTable(statistic, metrics, datasets, values, average)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Ground truth
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """Fine-tuned accuracies, ``accuracy[dataset][model]``, read from a ``dataset,model,accuracy`` CSV."""
+
+    accuracy: dict[str, dict[str, float]]
+    source: str = ""
+
+    @property
+    def datasets(self) -> list[str]:
+        return list(self.accuracy)
+
+    def for_models(self, dataset: str, models: Sequence[str]) -> np.ndarray:
+        """Accuracies of ``models`` on ``dataset``, aligned with ``models``.
+
+        Raises :class:`InputError` naming the models that are in the zoo but not in the ground truth, and
+        those in the ground truth but not in the zoo, when the two sets differ.
+        """
+        if dataset not in self.accuracy:
+            raise InputError(
+                f"dataset {dataset!r} is not in the ground truth {self.source}; it has: "
+                f"{', '.join(self.accuracy)}. Name the data folder like the ground truth's dataset column"
+            )
+        known = self.accuracy[dataset]
+        missing = [m for m in models if m not in known]
+        extra = [m for m in known if m not in set(models)]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"in the zoo but not in the ground truth: {', '.join(missing)}")
+            if extra:
+                parts.append(f"in the ground truth but not in the zoo: {', '.join(extra)}")
+            raise InputError(
+                f"models of {dataset!r} do not match the ground truth {self.source} ("
+                + "; ".join(parts)
+                + "); make the zoo and the ground-truth file list the same models"
+            )
+        return np.array([known[m] for m in models], dtype=np.float64)
+
+
+def _read_comment_csv(path: Path, required: Sequence[str], what: str) -> list[tuple[int, dict[str, str]]]:
+    """Rows of a CSV whose leading ``#`` lines are comments, with their line numbers; checks the header."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} file {path} does not exist; pass a CSV with columns {','.join(required)}")
+    with path.open(newline="", encoding="utf-8") as fh:
+        lines = [
+            (i, line) for i, line in enumerate(fh, 1) if line.strip() and not line.lstrip().startswith("#")
+        ]
+    if not lines:
+        raise InputError(f"{what} file {path} is empty; it needs a header {','.join(required)} and rows")
+    reader = csv.DictReader(line for _, line in lines)
+    header = [h.strip() for h in reader.fieldnames or []]
+    reader.fieldnames = header
+    absent = [c for c in required if c not in header]
+    if absent:
+        raise InputError(
+            f"{what} file {path} lacks column(s) {', '.join(absent)} (header: {','.join(header)}); "
+            f"its header must be {','.join(required)}"
+        )
+    return [(lineno, row) for (lineno, _), row in zip(lines[1:], reader, strict=True)]
+
+
+def read_ground_truth(path: str | Path) -> GroundTruth:
+    """Read a ``dataset,model,accuracy`` CSV (the format of ``shared/benchmarks/published/``).
+
+    Lines starting with ``#`` are comments; extra columns are ignored. Raises :class:`InputError` for a
+    missing file or column, a non-numeric accuracy, or a repeated (dataset, model) pair, naming the line.
+    """
+    accuracy: dict[str, dict[str, float]] = {}
+    for lineno, row in _read_comment_csv(Path(path), ("dataset", "model", "accuracy"), "ground-truth"):
+        dataset, model = row["dataset"].strip(), row["model"].strip()
+        try:
+            value = float(row["accuracy"])
+        except (TypeError, ValueError):
+            raise InputError(
+                f"{path}:{lineno}: accuracy {row['accuracy']!r} is not a number; write it as e.g. 91.5"
+            ) from None
+        if not math.isfinite(value):
+            raise InputError(f"{path}:{lineno}: accuracy is {value}; write a finite number")
+        if model in accuracy.setdefault(dataset, {}):
+            raise InputError(f"{path}:{lineno}: ({dataset}, {model}) appears twice; keep one row per pair")
+        accuracy[dataset][model] = value
+    return GroundTruth(accuracy, source=str(path))
+
+
+def read_scores_csv(path: str | Path) -> dict[str, dict[str, dict[str, float]]]:
+    """Read per-model scores, a ``dataset,model,metric,score`` CSV, as ``[dataset][metric][model]``."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for lineno, row in _read_comment_csv(Path(path), ("dataset", "model", "metric", "score"), "scores"):
+        try:
+            value = float(row["score"])
+        except (TypeError, ValueError):
+            raise InputError(f"{path}:{lineno}: score {row['score']!r} is not a number") from None
+        out.setdefault(row["dataset"].strip(), {}).setdefault(row["metric"].strip(), {})[
+            row["model"].strip()
+        ] = value
+    return out
+
+
+def evaluate_scores(
+    scores: Mapping[str, Mapping[str, Mapping[str, float]]],
+    ground_truth: GroundTruth,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> list[Correlation]:
+    """Correlate ``scores[dataset][metric][model]`` with the ground truth: one :class:`Correlation` per pair.
+
+    Models are taken in the order of each metric's mapping (the zoo order); they must match the ground truth's
+    models for that dataset exactly.
+    """
+    rows = []
+    for dataset, per_metric in scores.items():
+        for metric, per_model in per_metric.items():
+            names = list(per_model)
+            acc = ground_truth.for_models(dataset, names)
+            rows.append(
+                correlate(dataset, metric, names, list(per_model.values()), acc, n_boot=n_boot, seed=seed)
+            )
+    return rows
