@@ -394,8 +394,15 @@ def extract_cmd(
     dataset = open_dataset(data, split=split, max_per_class=max_per_class, seed=seed)
     store = FeatureStore(cache_dir)
     report = extract(
-        zoo, dataset, store=store, device=device, batch_size=batch_size, workers=workers, amp=amp,
-        force=force, shard=parse_shard(shard) if shard else None,
+        zoo,
+        dataset,
+        store=store,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        amp=amp,
+        force=force,
+        shard=parse_shard(shard) if shard else None,
     )
     title = f"{dataset.name} ({dataset.split or 'all'}): {len(dataset)} images, {report.seconds:.1f} s"
     table = Table("model", "status", "N", "D", "logits", "seconds", title=title)
@@ -415,6 +422,88 @@ def extract_cmd(
     for name, why in report.failures.items():
         err_console.print(f"[red]failed:[/] {name}: {why}", highlight=False)
     err_console.print(f"cache: {store.dataset_dir(dataset)}", highlight=False)
+    if report.failures:
+        raise typer.Exit(1)
+
+
+@app.command("finetune")
+@user_errors
+def finetune_cmd(
+    models: Annotated[Path, typer.Option("--models", help="zoo YAML")],
+    data: Annotated[str, typer.Option("--data", help="dataset folder with train/ and test/ (ImageFolder)")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="ground-truth CSV (dataset,model,accuracy)")
+    ] = Path("gt.csv"),
+    mode: Annotated[
+        str, typer.Option(help="full: train every weight; linear: probe cached features")
+    ] = "full",
+    lr: Annotated[list[float] | None, typer.Option("--lr", help="learning rate grid (repeatable)")] = None,
+    wd: Annotated[list[float] | None, typer.Option("--wd", help="weight decay grid (repeatable)")] = None,
+    C: Annotated[list[float] | None, typer.Option("--C", help="linear: inverse L2 grid (repeatable)")] = None,
+    steps: Annotated[int, typer.Option(help="SGD steps per grid configuration")] = 300,
+    final_steps: Annotated[int | None, typer.Option(help="SGD steps of the final retrain")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="images per SGD step")] = 32,
+    val_fraction: Annotated[float, typer.Option(help="share of train held out to choose the config")] = 0.2,
+    seed: Annotated[int, typer.Option(help="seed of the split, the subsample and the first retrain")] = 0,
+    repeats: Annotated[int, typer.Option(help="final retrains (seeds seed..seed+R-1), averaged")] = 1,
+    augment: Annotated[bool, typer.Option(help="random-resized-crop augmentation")] = True,
+    max_per_class: MaxPerClassOpt = None,
+    max_test_per_class: Annotated[
+        int | None, typer.Option("--max-test-per-class", help="cap test images per class")
+    ] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", help="only this entry (repeatable)")] = None,
+    log: Annotated[Path | None, typer.Option(help="run log (default: OUT.runs.jsonl); reruns resume")] = None,
+    cache: CacheOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Fine-tune every zoo model on a dataset's train split and score it on test: ground truth for rank.
+
+    The grid is tuned on a held-out part of train, the best config is retrained on all of train. Each
+    finished run is logged at once, so an interrupted run resumes. Exits 1 if a model failed."""
+    from rich.table import Table
+
+    from transfersel.data import open_dataset
+    from transfersel.finetune import Protocol, finetune, protocol_summary, write_ground_truth
+    from transfersel.store import FeatureStore
+    from transfersel.zoo import load_zoo
+
+    defaults = Protocol()
+    protocol = Protocol(
+        mode=mode,
+        lrs=tuple(lr or defaults.lrs),
+        wds=tuple(wd or defaults.wds),
+        Cs=tuple(C or defaults.Cs),
+        steps=steps,
+        final_steps=final_steps,
+        batch_size=batch_size,
+        augment=augment,
+        val_fraction=val_fraction,
+        seeds=tuple(range(seed, seed + repeats)),
+    )
+    zoo = load_zoo(models, only=model)
+    train = open_dataset(data, split="train", max_per_class=max_per_class, seed=seed)
+    test = open_dataset(data, split="test", max_per_class=max_test_per_class, seed=seed)
+    report = finetune(
+        zoo,
+        train,
+        test,
+        protocol=protocol,
+        log=log or out.with_name(out.name + ".runs.jsonl"),
+        store=FeatureStore(cache),
+        device=device,
+    )
+    write_ground_truth([report], out, comment=f"transfersel finetune\n{protocol_summary(protocol)}")
+    table = Table("model", "test accuracy %", "chosen", title=f"{train.name}: {protocol.mode} fine-tuning")
+    for e in zoo:
+        if e.name in report.accuracy:
+            chosen = " ".join(f"{k}={v:g}" for k, v in report.chosen[e.name].items())
+            table.add_row(e.name, f"{report.accuracy[e.name]:.2f}", chosen)
+    console.print(table)
+    err_console.print(
+        f"{report.runs_done} run(s) computed, {report.runs_cached} from the log; wrote {out}", highlight=False
+    )
+    for name, why in report.failures.items():
+        err_console.print(f"[red]failed:[/] {name}: {why}", highlight=False)
     if report.failures:
         raise typer.Exit(1)
 
@@ -501,8 +590,15 @@ def cache_ls_cmd(
     entries = store.entries()
     if as_json:
         rows = [
-            {"dataset": e.meta["dataset"], "split": e.meta["split"], "model": e.model, "n": e.meta["n"],
-             "d": e.meta["d"], "bytes": e.nbytes, "path": str(e.path)}
+            {
+                "dataset": e.meta["dataset"],
+                "split": e.meta["split"],
+                "model": e.model,
+                "n": e.meta["n"],
+                "d": e.meta["d"],
+                "bytes": e.nbytes,
+                "path": str(e.path),
+            }
             for e in entries
         ]
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
@@ -511,8 +607,14 @@ def cache_ls_cmd(
     for e in entries:
         k = "-" if e.logits is None else str(e.logits.shape[1])
         table.add_row(
-            e.meta["dataset"], str(e.meta["split"]), e.model, str(e.meta["n"]), str(e.meta["d"]), k,
-            f"{e.nbytes / 1e6:.1f}", str(e.meta.get("created", "")),
+            e.meta["dataset"],
+            str(e.meta["split"]),
+            e.model,
+            str(e.meta["n"]),
+            str(e.meta["d"]),
+            k,
+            f"{e.nbytes / 1e6:.1f}",
+            str(e.meta.get("created", "")),
         )
     console.print(table)
 

@@ -29,7 +29,11 @@ def kmeans_labels(Z: np.ndarray, K: int, seed: int) -> np.ndarray:
 
     Zf = np.ascontiguousarray(Z, dtype=np.float32)
     km = faiss.Kmeans(
-        Z.shape[1], K, niter=KMEANS_ITERS, seed=seed, min_points_per_centroid=1,
+        Z.shape[1],
+        K,
+        niter=KMEANS_ITERS,
+        seed=seed,
+        min_points_per_centroid=1,
         max_points_per_centroid=max(256, Z.shape[0]),  # never subsample the points
     )
     km.train(Zf)
