@@ -279,29 +279,50 @@ def _tune(
 
 def trainable_tensors(module: Any) -> list[Any]:
     """The tensors full fine-tuning updates: every parameter, and for TorchScript graphs converted from
-    other frameworks (which keep their weights as buffers) every weight buffer.
+    other frameworks (which keep their weights as buffers) every weight buffer, as float32 leaves.
 
-    Quantised (integer) weight buffers become float32 copies of the same values, so the dequantising forward
-    is unchanged and they can learn. Normalisation statistics (``running_*``, ``moving_*``,
-    ``num_batches_tracked``) are left alone.
+    Quantised weights are stored as a buffer triple ``q<k>`` (integers), ``z<k>`` (zero point), ``s<k>``
+    (scale), dequantised in forward as ``(q − z)·s`` (the shared zoo's TFLite conversions). Trained as they
+    are, a step on ``q`` moves the weight by ``lr·s²·grad`` (frozen in effect) while the scalar scale takes a
+    gradient summed over the whole kernel (unstable: such runs collapse to chance). So the triple is folded,
+    ``q ← (q − z)·s``, ``z ← 0``, ``s ← 1``, and only the float weight is trained: the forward pass is
+    unchanged. Normalisation statistics (``running_*``, ``moving_*``, ``num_batches_tracked``) stay fixed.
     """
     import torch
 
     tensors = list(module.parameters())
-    if isinstance(module, torch.jit.ScriptModule):
-        for name, buf in list(module.named_buffers()):
-            *path, leaf = name.split(".")
-            if any(s in leaf for s in ("running_", "moving_", "num_batches_tracked")):
-                continue
-            if not (buf.is_floating_point() or buf.dtype in (torch.uint8, torch.int8)):
-                continue
-            owner = module
-            for part in path:
-                owner = getattr(owner, part)
-            weight = buf.detach().to(torch.float32).clone().requires_grad_(True)
-            setattr(owner, leaf, weight)
-            tensors.append(weight)
+    if not isinstance(module, torch.jit.ScriptModule):
+        return tensors
+    buffers = dict(module.named_buffers())
+    frozen: set[str] = set()
+    for name, buf in buffers.items():
+        *path, leaf = name.split(".")
+        prefix = ".".join(path) + "." if path else ""
+        scale, zero = f"{prefix}s{leaf[1:]}", f"{prefix}z{leaf[1:]}"
+        if leaf.startswith("q") and not buf.is_floating_point() and scale in buffers and zero in buffers:
+            weight = (buf.to(torch.float32) - buffers[zero]) * buffers[scale]
+            _set_buffer(module, name, weight)
+            _set_buffer(module, scale, torch.ones_like(buffers[scale]))
+            _set_buffer(module, zero, torch.zeros_like(buffers[zero]))
+            frozen.update((scale, zero))
+    for name, buf in dict(module.named_buffers()).items():
+        leaf = name.rsplit(".", 1)[-1]
+        if name in frozen or any(s in leaf for s in ("running_", "moving_", "num_batches_tracked")):
+            continue
+        if not (buf.is_floating_point() or buf.dtype in (torch.uint8, torch.int8)):
+            continue
+        weight = buf.detach().to(torch.float32).clone().requires_grad_(True)
+        _set_buffer(module, name, weight)
+        tensors.append(weight)
     return tensors
+
+
+def _set_buffer(module: Any, name: str, value: Any) -> None:
+    *path, leaf = name.split(".")
+    owner = module
+    for part in path:
+        owner = getattr(owner, part)
+    setattr(owner, leaf, value)
 
 
 def _decode_all(dataset: Dataset, entry: ModelEntry) -> Any:
