@@ -38,7 +38,7 @@ from transfersel.store import FeatureStore
 from transfersel.zoo import load_zoo
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = Path(os.environ.get("TRANSFERSEL_SHARED", ROOT.parent / "shared")).resolve()
 DATASETS = ("sign_digits", "clothing", "notmnist", "mnist", "cifar10")
 FT_DATASETS = ("mnist", "cifar10", "notmnist")
 MAX_SIZE = 64
