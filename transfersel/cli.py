@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from transfersel.errors import TransferselError
 
@@ -34,14 +35,15 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         def show(message, category, *_a, **_k):
-            err_console.print(f"[yellow]warning:[/] {message}", highlight=False)
+            err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
 
         old = warnings.showwarning
         warnings.showwarning = show
         try:
             return fn(*args, **kwargs)
         except TransferselError as exc:
-            err_console.print(f"[red]error:[/] {exc}", highlight=False)
+            # escaped: a fix such as "pip install 'transfersel[demo]'" is not rich markup
+            err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: finished work is kept; rerun the command to resume")
@@ -553,9 +555,11 @@ def zoo_cmd(
     table.columns[2].overflow = "fold"
     for e in zoo:
         s = e.spec
-        weights = Path(s["file"]).name if s.get("file") else s.get("pretrained") or s["model"]
+        weights = Path(s["file"]).name if s.get("file") else s.get("pretrained") or s.get("model")
         if e.source == "torchvision" and not s.get("file"):
             weights = f"{s['model']}:{s.get('weights', 'DEFAULT')}"
+        if e.source == "efficientnet_lite":  # no 'model' field: variant and weights name it
+            weights = f"lite{s.get('variant', 0)}:{Path(s.get('weights', 'imagenet')).name}"
         try:
             p = e.preprocess()
             cols = [
@@ -660,6 +664,41 @@ def cache_rm_cmd(
     for p in removed:
         err_console.print(f"removed {p}", highlight=False)
     err_console.print(f"{len(removed)} entr{'y' if len(removed) == 1 else 'ies'} removed", highlight=False)
+
+
+@app.command("demo")
+@user_errors
+def demo_cmd(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="reduced: 3 models, 40 train / 20 test images per class")
+    ] = False,
+    workdir: Annotated[
+        Path | None, typer.Option(help="data, feature cache and results (default: ~/.cache/transfersel-demo)")
+    ] = None,
+    device: DeviceOpt = "auto",
+    threads: Annotated[
+        int, typer.Option(help="CPU threads for torch and BLAS (1: fastest on a busy 2-core machine)")
+    ] = 1,
+) -> None:
+    """The main job end to end, offline: EfficientNet-Lite0/1/2 (ImageNet) and random-init controls on
+    scikit-learn's digits: extract, rank with every metric, linear-probe ground truth, τ_w table.
+
+    Needs the demo extra: pip install 'transfersel[demo]'. A rerun reuses everything cached in --workdir."""
+    from transfersel.demo import run_demo
+
+    def say(line: str) -> None:
+        err_console.print(f"[bold]demo[/] {escape(line)}", highlight=False)
+
+    result = run_demo(workdir, quick=quick, device=device, threads=threads, say=say)
+    _print_tables(result.leaderboard_table(), result.tau_table())
+    if result.emms_hint:
+        err_console.print(result.emms_hint, markup=False, highlight=False)
+    steps = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
+    computed = (
+        f"computed {result.extracted} feature set(s), {result.probe_runs} probe fit(s); reused the rest"
+    )
+    err_console.print(f"{steps}; {computed}", highlight=False)
+    _wrote([result.ground_truth, *result.outputs])
 
 
 def main() -> None:  # pragma: no cover - console-script convenience
