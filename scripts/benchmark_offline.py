@@ -52,12 +52,15 @@ PROTOCOL = f"""- Zoo: `zoo_64px.yaml`, the 18 models of `shared/zoo` with input 
 - Data: train = at most {TRAIN_PER_CLASS} images per class (seeded, stratified), test = at most
   {TEST_PER_CLASS} per class. The metrics score the train features (and the source logits, for LEEP/NCE).
   EMMS embeds the class folder names with MiniLM (`a photo of a {{}}.`).
-- Full fine-tuning (datasets {", ".join(FT_DATASETS)}): every weight plus a new linear head, SGD Nesterov
-  0.9, cosine to 0, batch 16, random-resized-crop (50-100 % area, no flip), grid over the learning rates on a
-  stratified 20 % of train, the best retrained on all of train, scored on test (top-1, or mean per-class
-  accuracy when the test classes are imbalanced). TorchScript graphs converted from TFLite/Keras keep their
-  weights as (quantised) buffers: those are trained as float32 tensors. One seed (spec §5.4 asks 3: the
-  seed noise is not measured here).
+- Full fine-tuning (datasets {", ".join(FT_DATASETS)}): every weight plus a new, zero-initialised linear
+  head, SGD Nesterov 0.9, cosine to 0, the gradient's global L2 norm clipped at 5, batch 16,
+  random-resized-crop (50-100 % area, no flip), grid over the learning rates on a stratified 20 % of train,
+  the best retrained on all of train, scored on test (top-1, or mean per-class accuracy when the test
+  classes are imbalanced). TorchScript graphs converted from TFLite/Keras keep their weights as (quantised)
+  buffers: those are trained as float32 tensors. The shared zoo's graphs are traced, so their BatchNorm
+  runs in eval mode: its statistics stay at the pretrained values (resnet20_random_init's at 0 and 1, so
+  that control trains without normalisation). One seed (spec §5.4 asks 3: the seed noise is not measured
+  here).
 - Linear probe (all datasets): L2 logistic regression on standardised cached features, C chosen on the
   same 20 % split, refitted on all of train."""
 

@@ -115,6 +115,28 @@ def test_quantised_torchscript_weights_become_trainable_with_the_same_forward():
     assert sum(int(t.grad is not None and t.grad.abs().sum() > 0) for t in tensors) > len(tensors) // 2
 
 
+def test_first_step_leaves_the_backbone_alone_and_clips_the_head(cifar_tiny):
+    """The zero head sends no gradient into the backbone on step 1; the head's step is bounded by the clip
+    (Nesterov's first step moves by (1 + momentum)·lr·g, with ‖g‖ ≤ grad_clip)."""
+    train, _ = cifar_tiny
+    entry = load_zoo(ZOO, only=["resnet8_cifar10_mlperftiny"])[0]
+    loaded = entry.load()
+    x = ft._decode_all(train, entry)[:32]
+    y = torch.as_tensor(train.labels[:32])
+    probe = loaded.normalise(x[:4])
+    with torch.no_grad():
+        before = loaded.forward(probe)[0].clone()
+    protocol = Protocol(mode="full", steps=1, batch_size=32, augment=False, grad_clip=0.01)
+    lr = 10.0  # large enough that an unclipped step would move the head by far more than the bound
+    cpu, quiet = torch.device("cpu"), ft._Progress(False)
+    head, diverged = ft._train(loaded, x, y, 10, lr, 0.0, 1, protocol, 0, cpu, quiet)
+    assert not diverged
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.forward(probe)[0], before)
+        moved = torch.cat([head.weight.flatten(), head.bias]).norm()
+    assert 0 < moved <= 1.9 * lr * 0.01 * (1 + 1e-5)
+
+
 def test_linear_probe_ground_truth_feeds_rank(tmp_path):
     runner = CliRunner()
     out = tmp_path / "gt.csv"
@@ -154,6 +176,7 @@ def test_validation_split_is_stratified_and_disjoint():
         ({"lrs": (0.0,)}, "learning rates must be positive"),
         ({"val_fraction": 1.0}, "--val-fraction must be in (0, 1)"),
         ({"steps": 0}, "--steps must be >= 1"),
+        ({"grad_clip": -1.0}, "--grad-clip must be a positive number"),
     ],
 )
 def test_bad_protocol_is_one_clear_error(kwargs, message):

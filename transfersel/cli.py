@@ -449,6 +449,9 @@ def finetune_cmd(
     seed: Annotated[int, typer.Option(help="seed of the split, the subsample and the first retrain")] = 0,
     repeats: Annotated[int, typer.Option(help="final retrains (seeds seed..seed+R-1), averaged")] = 1,
     augment: Annotated[bool, typer.Option(help="random-resized-crop augmentation")] = True,
+    grad_clip: Annotated[
+        float, typer.Option("--grad-clip", help="clip the gradient's global L2 norm here (0: off)")
+    ] = 5.0,
     max_per_class: MaxPerClassOpt = None,
     max_test_per_class: Annotated[
         int | None, typer.Option("--max-test-per-class", help="cap test images per class")
@@ -479,6 +482,7 @@ def finetune_cmd(
         final_steps=final_steps,
         batch_size=batch_size,
         augment=augment,
+        grad_clip=grad_clip or None,
         val_fraction=val_fraction,
         seeds=tuple(range(seed, seed + repeats)),
     )

@@ -1,11 +1,12 @@
 """Ground truth by fine-tuning (spec §5.3–5.4): the papers' protocol, scaled to the budget.
 
-``full``: every weight of the model is trained with a new linear head on its features — SGD with Nesterov
-momentum 0.9, a cosine schedule to 0 over ``steps``, random-resized-crop augmentation, BatchNorm in train
-mode. Each (lr, wd) of the grid is trained on train minus a stratified ``val_fraction`` and scored on that
-held-out part; the best (ties: smaller lr, then smaller wd) is retrained on all of train, once per seed,
-and scored on test. ``linear``: an L2 logistic-regression probe on cached features, its regularisation
-chosen the same way.
+``full``: every weight of the model is trained with a new, zero-initialised linear head on its features —
+SGD with Nesterov momentum 0.9, a cosine schedule to 0 over ``steps``, the gradient's global L2 norm clipped
+at ``grad_clip``, random-resized-crop augmentation, BatchNorm in train mode (traced TorchScript graphs bake
+eval-mode normalisation, so theirs keeps the pretrained statistics). Each (lr, wd) of the grid is trained on
+train minus a stratified ``val_fraction`` and scored on that held-out part; the best (ties: smaller lr, then
+smaller wd) is retrained on all of train, once per seed, and scored on test. ``linear``: an L2
+logistic-regression probe on cached features, its regularisation chosen the same way.
 
 Every (dataset, model, mode, stage, config) result is appended to a JSON-lines run log as soon as it
 finishes (one ``write`` + ``fsync`` per line, so a line is complete or absent), and a rerun skips what the
@@ -62,6 +63,9 @@ class Protocol:
     augment: bool = True
     val_fraction: float = 0.2
     seeds: tuple[int, ...] = (0,)
+    # Without clipping, BN-free graphs (folded TFLite MobileNets, traced ResNets whose BatchNorm is baked in
+    # eval mode) collapse to constant predictions at chance at lr >= 1e-3; 5 leaves stable models' runs alone.
+    grad_clip: float | None = 5.0
     Cs: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
     def __post_init__(self) -> None:
@@ -75,6 +79,8 @@ class Protocol:
             raise InputError(f"linear-probe C values must be positive numbers, got {list(self.Cs)}")
         if self.steps < 1 or (self.final_steps is not None and self.final_steps < 1):
             raise InputError(f"--steps must be >= 1, got {self.steps}")
+        if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
+            raise InputError(f"--grad-clip must be a positive number (0: no clipping), got {self.grad_clip}")
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
         if not 0 < self.val_fraction < 1:
@@ -94,6 +100,7 @@ class Protocol:
             cfg["steps"] = self.steps if stage == "val" else (self.final_steps or self.steps)
             cfg["batch_size"] = self.batch_size
             cfg["augment"] = self.augment
+            cfg["grad_clip"] = self.grad_clip
         if stage == "val":
             cfg["val_fraction"] = self.val_fraction
         return cfg
@@ -380,7 +387,8 @@ def _train(
     dev: Any,
     bar: _Progress,
 ) -> tuple[Any, bool]:
-    """``steps`` of SGD (Nesterov, cosine to 0) on all weights plus a new head; returns (head, diverged)."""
+    """``steps`` of SGD (Nesterov, cosine to 0, clipped) on all weights plus a new head; returns
+    (head, diverged)."""
     import torch
 
     module = loaded.module.to(dev)
@@ -388,8 +396,13 @@ def _train(
     with torch.no_grad():
         dim = loaded.forward(loaded.normalise(x[:2].to(dev)))[0].shape[1]
     head = torch.nn.Linear(dim, n_classes).to(dev)
+    # A zero head (as BiT's transfer recipe) sends no gradient into the backbone until it has learnt
+    # something: a random head's first large steps otherwise wreck BN-free pretrained features.
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    params += list(head.parameters())
     opt = torch.optim.SGD(
-        params + list(head.parameters()),
+        params,
         lr=lr,
         momentum=0.9,
         nesterov=True,
@@ -418,6 +431,8 @@ def _train(
             break
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if protocol.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, protocol.grad_clip)
         opt.step()
         schedule.step()
         bar.advance()
@@ -551,7 +566,8 @@ def write_ground_truth(reports: Sequence[FinetuneReport], path: str | Path, *, c
 
 def protocol_summary(protocol: Protocol) -> str:
     """One line per setting of the protocol's mode, for the CSV header and the benchmark's RESULTS."""
-    linear_only, full_only = {"Cs"}, {"lrs", "wds", "steps", "final_steps", "batch_size", "augment"}
+    linear_only = {"Cs"}
+    full_only = {"lrs", "wds", "steps", "final_steps", "batch_size", "augment", "grad_clip"}
     skip = full_only if protocol.mode == "linear" else linear_only
     return "\n".join(f"{k}: {v}" for k, v in asdict(protocol).items() if k not in skip)
 
