@@ -8,12 +8,14 @@ Phases (each resumes from what is cached or logged; run them in any order, repea
   finetune   full fine-tuning ground truth on --ft-datasets    -> benchmarks/offline/gt_finetune.csv
   rank       every metric on the train features, timed; tau_w / rel@1 tables against both ground truths,
              the evaluate figure                                  -> benchmarks/offline/RESULTS.md (+ .png)
+  ensemble   spec §6.3: ensemble --k 3 against top-3 by score, random 3 and the best single model, each
+             measured by a linear probe on the concatenated PCA-256 features -> benchmarks/offline/ENSEMBLE.md
 
 The zoo is the shared zoo with every input size capped at 64 px (``zoo_64px.yaml``, written here):
 fine-tuning 224-px models at 224 px is CPU-days, and the metrics must see the same images the fine-tuning
 does. LeNet-5 and the 32-px CIFAR models keep their native size.
 
-usage: python scripts/benchmark_offline.py [--phase all|features|linear|finetune|rank]
+usage: python scripts/benchmark_offline.py [--phase all|features|linear|finetune|rank|ensemble]
        [--ft-datasets mnist,notmnist,cifar10] [--cache-dir DIR] [--out benchmarks/offline]
 """
 
@@ -30,7 +32,8 @@ import numpy as np
 import yaml
 
 from transfersel.data import open_dataset
-from transfersel.evaluate import read_ground_truth
+from transfersel.ensemble import ensemble_probe_accuracy, select
+from transfersel.evaluate import read_ground_truth, read_scores_csv
 from transfersel.extract import extract
 from transfersel.finetune import Protocol, finetune, protocol_summary, write_ground_truth
 from transfersel.rank import evaluate, rank
@@ -47,6 +50,9 @@ TRAIN_PER_CLASS, TEST_PER_CLASS = 100, 200
 # seed, so the 54 (model, dataset) pairs fit in about half an hour of 2 cores (~5,000 images per pair)
 FULL = Protocol(mode="full", lrs=(1e-2, 3e-3, 1e-3), wds=(0.0,), steps=80, final_steps=160, batch_size=16)
 LINEAR = Protocol(mode="linear", Cs=(1e-2, 1e-1, 1.0))
+# spec §6.3: the metrics whose picks are compared (the best by tau_w and the published ones), k, random seeds
+ENSEMBLE_METRICS = ("linear", "knn", "parc", "gbc", "nleep", "logme", "sfda", "emms")
+ENSEMBLE_K, ENSEMBLE_RANDOM_SEEDS = 3, 10
 PROTOCOL = f"""- Zoo: `zoo_64px.yaml`, the 18 models of `shared/zoo` with input sizes capped at {MAX_SIZE} px
   (LeNet-5 28 px, CIFAR models 32 px, all others 64 px); the metrics and the fine-tuning see the same images.
 - Data: train = at most {TRAIN_PER_CLASS} images per class (seeded, stratified), test = at most
@@ -223,6 +229,109 @@ def _nleep_spread(gt, names: list[str], zoo_path: Path, store: FeatureStore, see
     return f"### NLEEP τ_w over k-means seeds ({title})\n\n" + "\n".join(rows)
 
 
+def phase_ensemble(zoo, store: FeatureStore, out: Path) -> None:
+    """Spec §6.3 on every dataset: for each metric, its single top model, its top-k by score and its
+    ``ensemble --k`` pick (greedy, nuclear complementarity, r = 0.5), against k random models (mean and sd
+    over seeds) and the best single model in hindsight, all measured by the same linear probe on the
+    concatenated, per-model standardised PCA-256 features (train -> test)."""
+    scores = read_scores_csv(out / "scores.csv")
+    rows, summary = [], {}
+    for d in DATASETS:
+        t0 = time.perf_counter()
+        summary[d], found = _ensembles_on(d, zoo, store, scores[d])
+        rows += found
+        print(f"{d}: ensembles probed in {time.perf_counter() - t0:.0f} s")
+    (out / "ensemble.json").write_text(json.dumps({"datasets": summary, "rows": rows}, indent=1))
+    (out / "ENSEMBLE.md").write_text(_ensemble_report(summary, rows))
+
+
+def _ensembles_on(d: str, zoo, store: FeatureStore, scores: dict) -> tuple[dict, list[dict]]:
+    reps = [extract(zoo, ds, store=store, device="cpu", progress=False) for ds in splits(d)]
+    names = [e.name for e in zoo if all(e.name in r.features for r in reps)]
+    train = {m: np.asarray(reps[0].features[m].features) for m in names}
+    test = {m: np.asarray(reps[1].features[m].features) for m in names}
+    y_train = np.asarray(reps[0].features[names[0]].labels)
+    y_test = np.asarray(reps[1].features[names[0]].labels)
+    probed: dict[frozenset, float] = {}
+
+    def probe(members) -> float:
+        key = frozenset(members)
+        if key not in probed:
+            probed[key] = ensemble_probe_accuracy(
+                [train[m] for m in members], y_train, [test[m] for m in members], y_test
+            )
+        return probed[key]
+
+    single = {m: probe([m]) for m in names}
+    rng = np.random.default_rng(0)
+    draws = [rng.choice(names, ENSEMBLE_K, replace=False).tolist() for _ in range(ENSEMBLE_RANDOM_SEEDS)]
+    random_acc = [probe(members) for members in draws]
+    summary = {
+        "best_single": max(single.values()),
+        "random_mean": float(np.mean(random_acc)),
+        "random_sd": float(np.std(random_acc)),
+    }
+    rows = []
+    for metric in ENSEMBLE_METRICS:
+        metric_scores = [scores[metric][m] for m in names]
+        picked = select(names, metric_scores, [train[m] for m in names], y_train, k=ENSEMBLE_K)
+        top = list(picked.top_k_by_score)
+        rows.append(
+            {
+                "dataset": d,
+                "metric": metric,
+                "top1": single[top[0]],
+                "topk": probe(top),
+                "ensemble": probe(picked.models),
+                "topk_models": top,
+                "ensemble_models": picked.models,
+            }
+        )
+    return summary, rows
+
+
+def _ensemble_report(summary: dict, rows: list[dict]) -> str:
+    k, seeds = ENSEMBLE_K, ENSEMBLE_RANDOM_SEEDS
+    base = [f"| dataset | best single model (hindsight) | random {k} (mean ± sd, {seeds} draws) |"]
+    base.append("|---|---:|---:|")
+    for d, v in summary.items():
+        base.append(f"| {d} | {v['best_single']:.1f} | {v['random_mean']:.1f} ± {v['random_sd']:.1f} |")
+    gains = f"ensemble --k {k} | ensemble − top {k} | ensemble − best single"
+    avg = [f"| metric | its top 1 | top {k} by score | {gains} |", "|---|---:|---:|---:|---:|---:|"]
+    per = [f"| metric | dataset | its top 1 | top {k} by score | {gains} | ensemble picks |"]
+    per.append("|---|---|---:|---:|---:|---:|---:|---|")
+    for metric in ENSEMBLE_METRICS:
+        mine = [r for r in rows if r["metric"] == metric]
+        for r in mine:
+            best = summary[r["dataset"]]["best_single"]
+            cells = [r["top1"], r["topk"], r["ensemble"]]
+            per.append(
+                f"| {metric} | {r['dataset']} | " + " | ".join(f"{c:.1f}" for c in cells)
+                + f" | {r['ensemble'] - r['topk']:+.1f} | {r['ensemble'] - best:+.1f} | "
+                + ", ".join(r["ensemble_models"]) + " |"
+            )  # fmt: skip
+        mean = {c: float(np.mean([r[c] for r in mine])) for c in ("top1", "topk", "ensemble")}
+        over_best = np.mean([r["ensemble"] - summary[r["dataset"]]["best_single"] for r in mine])
+        avg.append(
+            f"| {metric} | {mean['top1']:.1f} | {mean['topk']:.1f} | {mean['ensemble']:.1f} | "
+            f"{mean['ensemble'] - mean['topk']:+.1f} | {over_best:+.1f} |"
+        )
+    intro = (
+        "Made by `python scripts/benchmark_offline.py --phase ensemble` from the cached features and "
+        "`scores.csv`. Every number is the test accuracy (%) of one L2 logistic-regression probe on the "
+        "concatenated, per-model standardised, PCA-256 train features of the models named (C from "
+        "{0.01, 0.1, 1} on a stratified 20 % of train, refitted on all of train). `ensemble --k 3` is the "
+        "greedy selection of spec §6.2 (nuclear complementarity, r = 0.5) on the metric's scores. The "
+        "fine-tuned models are not kept, so §6.3's logit-averaging measure is not reported."
+    )
+    return (
+        f"# Ensemble selection on the offline benchmark (spec §6.3)\n\n{intro}\n\n"
+        "## Baselines per dataset\n\n" + "\n".join(base)
+        + f"\n\n## Mean over the {len(summary)} datasets\n\n" + "\n".join(avg)
+        + "\n\n## Per dataset\n\n" + "\n".join(per) + "\n"
+    )  # fmt: skip
+
+
 def _write_results(path: Path, body: str) -> None:
     begin, end = "<!-- findings:begin -->", "<!-- findings:end -->"
     old = path.read_text() if path.is_file() else ""
@@ -243,7 +352,9 @@ def _write_results(path: Path, body: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--phase", default="all", choices=("all", "features", "linear", "finetune", "rank"))
+    ap.add_argument(
+        "--phase", default="all", choices=("all", "features", "linear", "finetune", "rank", "ensemble")
+    )
     ap.add_argument("--ft-datasets", default=",".join(FT_DATASETS))
     ap.add_argument("--cache-dir", type=Path, default=ROOT / ".transfersel-cache")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "offline")
@@ -267,6 +378,8 @@ def main() -> None:
         phase_ground_truth(zoo, store, args.out, FULL, args.ft_datasets.split(","), "gt_finetune")
     if args.phase in ("all", "rank"):
         phase_rank(args.out / "zoo_64px.yaml", store, args.out, args.nleep_seeds, args.reuse_scores)
+    if args.phase in ("all", "ensemble"):
+        phase_ensemble(zoo, store, args.out)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from transfersel.ensemble import _Stack, fisher_features, select, stratified_rows
+from transfersel.ensemble import _Stack, ensemble_probe_accuracy, fisher_features, select, stratified_rows
 from transfersel.errors import InputError
 from transfersel.evaluate import minmax
 from transfersel.metrics._inputs import check_inputs
@@ -114,3 +114,25 @@ def test_minmax_and_stratified_rows():
     assert list(np.bincount(y[rows])) == [90, 9, 1]
     assert np.array_equal(rows, stratified_rows(y, max_rows=100, seed=0)) and np.all(np.diff(rows) > 0)
     assert np.array_equal(stratified_rows(y, max_rows=5000), np.arange(1000))
+
+
+def test_ensemble_probe_scores_complementary_models_above_either_alone(vectors):
+    """Spec §6.3's measure: two halves of the same features, each a 'model', are worth more together."""
+    v = vectors["small_gauss"]
+    X, y = v["features"], v["labels"]
+    cut = int(0.7 * len(y))
+    halves = [X[:, :32], X[:, 32:]]
+
+    def probe(models, labels=y):
+        return ensemble_probe_accuracy([m[:cut] for m in models], labels[:cut], [m[cut:] for m in models],
+                                       labels[cut:])  # fmt: skip
+
+    alone = [probe([h]) for h in halves]
+    together = probe(halves)
+    assert together > max(alone) + 3.0 and min(alone) > 80.0
+    names = np.array([f"class {c}" for c in range(y.max() + 1)])
+    assert probe(halves, names[y]) == together  # any label values
+    noise = np.random.default_rng(0).normal(size=(len(y), 32))
+    assert probe([noise]) < 100 / 6 + 10  # chance is 1/6
+    with pytest.raises(InputError, match="never occur in train"):
+        ensemble_probe_accuracy([X[:cut]], y[:cut], [X[cut:]], y[cut:] + 100)

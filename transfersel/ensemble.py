@@ -37,7 +37,7 @@ from transfersel.evaluate import minmax
 from transfersel.metrics import _linalg as la
 from transfersel.metrics._inputs import check_inputs, encode_labels
 
-__all__ = ["Ensemble", "Pick", "fisher_features", "select", "stratified_rows"]
+__all__ = ["Ensemble", "Pick", "ensemble_probe_accuracy", "fisher_features", "select", "stratified_rows"]
 
 Complementarity = Literal["nuclear", "cka"]
 Mode = Literal["greedy", "sfda-oneshot"]
@@ -255,3 +255,64 @@ def select(
         mode=mode,
         excluded=tuple(n for i, n in enumerate(names) if i not in usable),
     )
+
+
+def ensemble_probe_accuracy(
+    train_features: Sequence[Any],
+    train_labels: Any,
+    test_features: Sequence[Any],
+    test_labels: Any,
+    *,
+    n_components: int = 256,
+    Cs: Sequence[float] = (1e-2, 1e-1, 1.0),
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> float:
+    """How good a set of models is together (spec §6.3): test accuracy (%) of an L2 logistic regression on
+    their concatenated, per-model standardised, PCA-``n_components`` features.
+
+    Args:
+        train_features, test_features: aligned per model, (N_train, D_m) and (N_test, D_m); one model is a
+            single-model probe on the same footing.
+        train_labels, test_labels: (N_train,), (N_test,) any label values; every test class is in train.
+        Cs: inverse L2 strengths (as in scikit-learn), chosen on a stratified ``val_fraction`` of train;
+            the best (ties: the smaller) is refitted on all of train and scored on test — top-1, or mean
+            per-class accuracy when the test classes are imbalanced. Standardisation and PCA are fitted on
+            the rows the classifier is fitted on.
+    """
+    from transfersel.finetune import accuracy, split_validation
+    from transfersel.metrics.linear import fit_logistic, standardised_pca
+
+    if not train_features or len(train_features) != len(test_features):
+        raise InputError(
+            f"{len(train_features)} train and {len(test_features)} test feature sets; "
+            "give one of each per model"
+        )
+    classes, y_train = np.unique(np.asarray(train_labels), return_inverse=True)
+    test_labels = np.asarray(test_labels)
+    unseen = np.setdiff1d(test_labels, classes)
+    if unseen.size:
+        raise InputError(f"test labels {unseen[:5].tolist()} never occur in train; use splits of one dataset")
+    y_test = np.searchsorted(classes, test_labels)
+
+    def probe_scores(fit: Sequence[np.ndarray], evaluated: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+        Z_fit, Z_eval = [], []
+        for X, E in zip(fit, evaluated, strict=True):
+            mu, W = standardised_pca(X, min(n_components, X.shape[1]))
+            Z_fit.append((X - mu) @ W)
+            Z_eval.append((E - mu) @ W)
+        return np.hstack(Z_fit), np.hstack(Z_eval)
+
+    def probe(
+        Z_fit: np.ndarray, y_fit: np.ndarray, Z_eval: np.ndarray, y_eval: np.ndarray, C: float
+    ) -> float:
+        W, b = fit_logistic(Z_fit, y_fit, classes.size, C)
+        return accuracy((Z_eval @ W + b).argmax(axis=1), y_eval)[0]
+
+    X_train = [np.asarray(X, dtype=np.float64) for X in train_features]
+    fit_rows, val_rows = split_validation(y_train, val_fraction, seed)
+    Z_fit, Z_val = probe_scores([X[fit_rows] for X in X_train], [X[val_rows] for X in X_train])
+    val = [probe(Z_fit, y_train[fit_rows], Z_val, y_train[val_rows], C) for C in sorted(Cs)]
+    best_C = sorted(Cs)[int(np.argmax(val))]
+    Z_train, Z_test = probe_scores(X_train, [np.asarray(X, dtype=np.float64) for X in test_features])
+    return probe(Z_train, y_train, Z_test, y_test, best_C)
