@@ -131,8 +131,10 @@ class Inputs:
 
     def within_scatter(self) -> np.ndarray:
         """(D, D) float64 ``N·Sw = Σ_i (x_i − μ_{y_i})(x_i − μ_{y_i})ᵀ`` from the centred Gram."""
+        G = self.centered_gram  # first: its Gram's own temporaries then come before ``between`` exists
         d = self.class_means - self.mean
-        return self.centered_gram - (d.T * self.counts) @ d
+        between = (d.T * self.counts) @ d
+        return np.subtract(G, between, out=between)  # one new D×D array, not two
 
     def require(self, *names: str, metric: str) -> None:
         """Raise a clear error if an optional input the metric needs is missing."""
