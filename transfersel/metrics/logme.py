@@ -124,6 +124,7 @@ def class_spectrum(inputs: Inputs) -> tuple[np.ndarray, np.ndarray]:
 
 @register_metric(
     "logme",
+    reducible=True,
     description="Mean per-class log maximum evidence of a Bayesian linear head; higher is better (≈ −1..3)",
     reference="thuml/LogME LogME.py::LogME (fixed point; variant='icml': _fit_icml, tllib with epsilon=0)",
 )
