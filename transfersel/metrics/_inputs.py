@@ -98,6 +98,13 @@ class Inputs:
     label_embeddings: np.ndarray | None = None
     device: str = "cpu"
     _reduced: dict[int, Inputs] = field(default_factory=dict, repr=False, compare=False)
+    _source: Inputs | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def unreduced(self) -> Inputs:
+        """The inputs these were reduced from (``self`` when not reduced): for a component that is
+        defined on the features as they are (ETran's energy)."""
+        return self if self._source is None else self._source
 
     @property
     def N(self) -> int:
@@ -151,7 +158,7 @@ class Inputs:
         if d not in self._reduced:
             G = self.centered_gram if self.N >= self.D else None
             Z = project(self.X, d, mean=self.mean, centered_gram=G)
-            self._reduced[d] = replace(self, X=Z, _reduced={})
+            self._reduced[d] = replace(self, X=Z, _reduced={}, _source=self)
         return self._reduced[d]
 
     def require(self, *names: str, metric: str) -> None:
