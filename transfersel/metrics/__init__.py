@@ -239,10 +239,11 @@ def get_metric(name: str) -> Metric:
         raise InputError(f"unknown metric {name!r}; known metrics: {', '.join(sorted(_REGISTRY))}") from None
 
 
-def list_metrics() -> list[Metric]:
-    """All registered metrics, sorted by name."""
+def list_metrics(*, pool: bool | None = False) -> list[Metric]:
+    """Registered metrics sorted by name: the plain ones (default), the pool ones (``pool=True``: score
+    them with ``components``/``combine``) or all (``pool=None``)."""
     _load()
-    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+    return [_REGISTRY[k] for k in sorted(_REGISTRY) if pool is None or _REGISTRY[k].pool == pool]
 
 
 def score(
