@@ -82,7 +82,8 @@ def test_registry_flags():
 
 
 def test_combine_min_max(vectors):
-    comps = {n: get_metric("ncti").components(vectors[n]["features"], vectors[n]["labels"]) for n in VECTOR_NAMES}
+    ncti = get_metric("ncti")
+    comps = {n: ncti.components(vectors[n]["features"], vectors[n]["labels"]) for n in VECTOR_NAMES}
     scores = get_metric("ncti").combine(comps)
     assert list(scores) == VECTOR_NAMES
 
