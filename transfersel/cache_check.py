@@ -1,0 +1,128 @@
+"""Integrity of feature-cache entries: the array checksums recorded in meta.json and the checks of a read.
+
+A check names what is wrong in one line (:class:`CacheDamage`); the store turns that into "recompute this
+entry" (:meth:`transfersel.store.FeatureStore.lookup`) or "list it as damaged"
+(:meth:`transfersel.store.FeatureStore.entries`).
+
+The checksum is a *sampled* blake2b so that checking costs a few per cent of reading the entry (hashing
+every byte runs at about a sixth of the speed of a read from the page cache): arrays up to 64 KiB (labels,
+small entries) are hashed whole; larger ones by every 128th 4 KiB block plus the last block, together with
+the dtype and shape. A zeroed, overwritten, permuted, truncated or swapped array is caught; a change confined
+to unsampled blocks is not (``scripts/bench_cache.py`` measures the cost).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transfersel.errors import TransferselError
+
+__all__ = [
+    "ARRAYS",
+    "CHECKSUM_SCHEME",
+    "CacheDamage",
+    "array_digest",
+    "check_arrays",
+    "check_meta",
+    "expected_labels",
+]
+
+CHECKSUM_SCHEME = "blake2b-128 sampled: whole up to 64 KiB, else every 128th 4 KiB block + last block"
+_BLOCK = 4096
+_STRIDE = 128
+_WHOLE_UP_TO = 64 * 1024
+
+_REQUIRED: dict[str, type] = {"model": str, "dataset": str, "classes": list, "n": int, "d": int}
+ARRAYS = ("features", "logits", "labels")
+
+
+class CacheDamage(TransferselError):
+    """A cache entry that cannot be trusted; the message says what is wrong with it."""
+
+
+def array_digest(arr: np.ndarray) -> str:
+    """Sampled blake2b (hex, 32 characters) of ``arr``'s raw bytes, dtype and shape (any shape, any dtype)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{arr.dtype.str}{tuple(arr.shape)}".encode())
+    raw = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)  # no copy for a C-ordered memmap
+    if raw.size <= _WHOLE_UP_TO:
+        h.update(raw.tobytes())
+    else:
+        whole = raw.size - raw.size % _BLOCK
+        h.update(np.ascontiguousarray(raw[:whole].reshape(-1, _BLOCK)[::_STRIDE]).tobytes())
+        h.update(raw[-_BLOCK:].tobytes())
+    return h.hexdigest()
+
+
+def check_meta(meta: Any) -> dict[str, Any]:
+    """``meta`` (parsed meta.json) if it has the keys and types an entry needs; else raise CacheDamage."""
+    if not isinstance(meta, dict):
+        raise CacheDamage(f"meta.json holds {type(meta).__name__}, not an object")
+    missing = [k for k in _REQUIRED if k not in meta]
+    if missing:
+        raise CacheDamage(f"meta.json lacks {', '.join(missing)}")
+    wrong = [
+        k
+        for k, t in _REQUIRED.items()
+        if not isinstance(meta[k], t) or (t is int and isinstance(meta[k], bool))
+    ]
+    if wrong or not all(isinstance(c, str) for c in meta["classes"]):
+        raise CacheDamage(f"meta.json has values of the wrong type for {', '.join(wrong) or 'classes'}")
+    if meta["n"] < 0 or meta["d"] < 1:
+        raise CacheDamage(f"meta.json has n={meta['n']}, d={meta['d']}")
+    if not isinstance(meta.get("skipped", []), list) or not isinstance(meta.get("checksums", {}), dict):
+        raise CacheDamage("meta.json has a malformed skipped or checksums field")
+    return meta
+
+
+def check_arrays(path: Path, meta: dict[str, Any], *, verify: bool = True) -> dict[str, np.ndarray | None]:
+    """Memory-map the entry's arrays; check presence, shapes, dtypes, label range, (``verify``) checksums.
+
+    Returns ``{"features": (n, d) float32, "logits": (n, K) float or None, "labels": (n,) int64}``.
+    """
+    sums = meta.get("checksums")
+    arrays: dict[str, np.ndarray | None] = {}
+    for name in ARRAYS:
+        f = path / f"{name}.npy"
+        if not f.is_file():
+            if name == "logits" and (sums is None or "logits.npy" not in sums):
+                arrays[name] = None  # a model without a classifier head (or an unverified old entry)
+                continue
+            raise CacheDamage(f"{name}.npy is missing")
+        try:
+            arrays[name] = np.load(f, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            why = " ".join(str(exc).split())[:80]
+            raise CacheDamage(f"{name}.npy is unreadable or truncated ({why})") from None
+    n, d = meta["n"], meta["d"]
+    feats, logits, labels = arrays["features"], arrays["logits"], arrays["labels"]
+    if feats.shape != (n, d) or feats.dtype != np.float32:
+        raise CacheDamage(f"features.npy is {feats.dtype} {feats.shape}, meta.json says float32 ({n}, {d})")
+    if labels.shape != (n,) or labels.dtype != np.int64:
+        raise CacheDamage(f"labels.npy is {labels.dtype} {labels.shape}, meta.json says int64 ({n},)")
+    if logits is not None and (logits.ndim != 2 or logits.shape[0] != n or logits.dtype.kind != "f"):
+        raise CacheDamage(f"logits.npy is {logits.dtype} {logits.shape}, expected {n} rows of floats")
+    if n and (labels.min() < 0 or labels.max() >= len(meta["classes"])):
+        raise CacheDamage(f"labels.npy holds codes outside 0..{len(meta['classes']) - 1}")
+    if verify and sums is not None:
+        for name, arr in arrays.items():
+            want = sums.get(f"{name}.npy")
+            if arr is None:
+                continue
+            if not isinstance(want, str):
+                raise CacheDamage(f"meta.json records no checksum for {name}.npy")
+            if array_digest(arr) != want:
+                raise CacheDamage(f"{name}.npy does not match its checksum (overwritten or zeroed)")
+    return arrays
+
+
+def expected_labels(meta: dict[str, Any], relpaths: list[str], labels: np.ndarray) -> np.ndarray:
+    """The dataset's labels (N,) without the rows meta.json lists as skipped: what the entry must hold."""
+    skipped = set(meta.get("skipped", []))
+    if not skipped:
+        return labels
+    return labels[np.array([r not in skipped for r in relpaths], dtype=bool)]
