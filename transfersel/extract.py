@@ -27,7 +27,7 @@ from transfersel.errors import InputError, TransferabilityWarning, TransferselEr
 from transfersel.store import CachedFeatures, EntryWriter, FeatureStore
 from transfersel.zoo import LoadedModel, ModelEntry, Preprocess
 
-__all__ = ["ExtractReport", "decode", "extract", "parse_shard", "resolve_device"]
+__all__ = ["ExtractReport", "decode", "extract", "parse_shard", "resolve_device", "to_8bit"]
 
 
 @dataclass
@@ -83,11 +83,33 @@ def decode(path: Path, pre: Preprocess) -> Any:
     from torchvision.transforms import functional as F
 
     with Image.open(path) as im:
-        img = im.convert("L" if pre.channels == 1 else "RGB")
+        img = to_8bit(im, "L" if pre.channels == 1 else "RGB")
     resize = pre.resize if isinstance(pre.resize, int) else list(pre.resize)
     img = F.resize(img, resize, interpolation=InterpolationMode(pre.interpolation))
     img = F.center_crop(img, list(pre.size))
     return F.pil_to_tensor(img)
+
+
+def to_8bit(im: Any, mode: str) -> Any:
+    """A PIL image of any mode as 8-bit ``mode`` (``"L"`` or ``"RGB"``); raise ValueError if it has no
+    standard 8-bit meaning (32-bit float, integers beyond 16 bits, LAB), so the image is skipped and listed.
+
+    16-bit grey (``I;16*``, or ``I`` as older Pillow opens it) is scaled by 255/65535: PIL's own convert
+    clips it at 255 instead, turning almost every pixel white.
+    """
+    from PIL import Image
+
+    if im.mode.startswith("I;16") or im.mode == "I":
+        a = np.asarray(im)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise ValueError(f"{im.mode} image with values outside 0..65535; save it as 8- or 16-bit")
+        grey = ((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        im = Image.fromarray(grey, "L")
+    elif im.mode == "F":
+        raise ValueError("32-bit float image (mode F) has no standard 8-bit scaling; save it as 8- or 16-bit")
+    elif im.mode in ("La", "RGBa"):  # premultiplied alpha: PIL converts only the straight form onward
+        im = im.convert(im.mode.upper())
+    return im.convert(mode)
 
 
 class _Images:
