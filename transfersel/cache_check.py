@@ -4,16 +4,18 @@ A check names what is wrong in one line (:class:`CacheDamage`); the store turns 
 entry" (:meth:`transfersel.store.FeatureStore.lookup`) or "list it as damaged"
 (:meth:`transfersel.store.FeatureStore.entries`).
 
-The checksum is a *sampled* blake2b so that checking costs a few per cent of reading the entry (hashing
-every byte runs at about a sixth of the speed of a read from the page cache): arrays up to 64 KiB (labels,
-small entries) are hashed whole; larger ones by every 128th 4 KiB block plus the last block, together with
-the dtype and shape. A zeroed, overwritten, permuted, truncated or swapped array is caught; a change confined
-to unsampled blocks is not (``scripts/bench_cache.py`` measures the cost).
+The checksum is a *sampled* CRC-32 so that checking costs a few per cent of reading the entry: a
+checksum of every byte, even CRC-32 at ~4 GB/s, costs about as much as the read itself (blake2b six times
+more). Arrays up to 64 KiB (labels, tiny entries) are summed whole; larger ones by every 64th 16 KiB block
+(1.6 % of the bytes) and the last 16 KiB, together with the dtype and shape. A zeroed, overwritten,
+permuted, truncated or swapped array is caught, and so is a change to any part of a small array; a change
+confined to the unsampled blocks of a large array is not (``scripts/bench_cache.py`` measures the cost).
+It guards against accidents (bad disks, copies, hand edits), not against a forger.
 """
 
 from __future__ import annotations
 
-import hashlib
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +33,9 @@ __all__ = [
     "expected_labels",
 ]
 
-CHECKSUM_SCHEME = "blake2b-128 sampled: whole up to 64 KiB, else every 128th 4 KiB block + last block"
-_BLOCK = 4096
-_STRIDE = 128
+CHECKSUM_SCHEME = "crc32 sampled: whole up to 64 KiB, else every 64th 16 KiB block + the last 16 KiB"
+_BLOCK = 16 * 1024
+_STRIDE = 64
 _WHOLE_UP_TO = 64 * 1024
 
 _REQUIRED: dict[str, type] = {"model": str, "dataset": str, "classes": list, "n": int, "d": int}
@@ -45,17 +47,17 @@ class CacheDamage(TransferselError):
 
 
 def array_digest(arr: np.ndarray) -> str:
-    """Sampled blake2b (hex, 32 characters) of ``arr``'s raw bytes, dtype and shape (any shape, any dtype)."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{arr.dtype.str}{tuple(arr.shape)}".encode())
+    """Sampled CRC-32 (``"crc32:<8 hex>"``) of ``arr``'s dtype, shape and raw bytes (any shape, any dtype)."""
+    crc = zlib.crc32(f"{arr.dtype.str}{tuple(arr.shape)}".encode())
     raw = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)  # no copy for a C-ordered memmap
+    view = memoryview(raw)
     if raw.size <= _WHOLE_UP_TO:
-        h.update(raw.tobytes())
-    else:
-        whole = raw.size - raw.size % _BLOCK
-        h.update(np.ascontiguousarray(raw[:whole].reshape(-1, _BLOCK)[::_STRIDE]).tobytes())
-        h.update(raw[-_BLOCK:].tobytes())
-    return h.hexdigest()
+        crc = zlib.crc32(view, crc)
+    else:  # slices of the memoryview: no copy, only the sampled pages are touched
+        for start in range(0, raw.size - _BLOCK + 1, _BLOCK * _STRIDE):
+            crc = zlib.crc32(view[start : start + _BLOCK], crc)
+        crc = zlib.crc32(view[raw.size - _BLOCK :], crc)
+    return f"crc32:{crc:08x}"
 
 
 def check_meta(meta: Any) -> dict[str, Any]:
