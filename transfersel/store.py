@@ -277,7 +277,8 @@ class EntryWriter:
         sums = {}
         for name in ARRAYS:
             if (self.tmp / f"{name}.npy").is_file():
-                sums[f"{name}.npy"] = array_digest(np.load(self.tmp / f"{name}.npy", mmap_mode="r"))
+                f = self.tmp / f"{name}.npy"
+                sums[f"{name}.npy"] = array_digest(np.load(f, mmap_mode="r"), f)
         meta = {
             **meta,
             "n": int(len(keep)),
