@@ -253,3 +253,15 @@ def test_logits_beyond_float16_range_are_stored_exactly(tmp_path, cifar):
     cf = report.features["big_logits"]
     assert cf.logits.dtype == np.float32 and np.isfinite(cf.logits).all() and np.abs(cf.logits).max() > 1e5
     assert json.loads((cf.path / "meta.json").read_text())["logits_dtype"] == "float32"
+
+
+def test_digest_is_the_same_from_memory_and_file_and_sees_damage_to_a_large_array(tmp_path):
+    a = np.random.default_rng(0).standard_normal((3000, 300), dtype=np.float32)  # 3.6 MB: sampled
+    np.save(tmp_path / "a.npy", a)
+    mapped = np.load(tmp_path / "a.npy", mmap_mode="r")
+    digest = array_digest(a)
+    assert array_digest(mapped, tmp_path / "a.npy") == array_digest(mapped) == digest
+    one_value = a.copy()
+    one_value[0, 0] += 1
+    for damaged in (np.zeros_like(a), a[::-1].copy(), one_value, a.reshape(300, 3000), a[:-1]):
+        assert array_digest(damaged) != digest

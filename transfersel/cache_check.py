@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,9 +135,14 @@ def check_arrays(path: Path, meta: dict[str, Any], *, verify: bool = True) -> di
     return arrays
 
 
-def expected_labels(meta: dict[str, Any], relpaths: list[str], labels: np.ndarray) -> np.ndarray:
-    """The dataset's labels (N,) without the rows meta.json lists as skipped: what the entry must hold."""
+def expected_labels(
+    meta: dict[str, Any], labels: np.ndarray, relpaths: Callable[[], list[str]]
+) -> np.ndarray:
+    """The dataset's ``labels`` (N,) without the rows meta.json lists as skipped: what the entry must hold.
+
+    ``relpaths`` gives the dataset's relative image paths (called only when the entry skipped images).
+    """
     skipped = set(meta.get("skipped", []))
     if not skipped:
         return labels
-    return labels[np.array([r not in skipped for r in relpaths], dtype=bool)]
+    return labels[np.array([r not in skipped for r in relpaths()], dtype=bool)]

@@ -141,7 +141,7 @@ class FeatureStore:
             cf = CachedFeatures.open(path)
             if cf.classes != dataset.classes:
                 raise CacheDamage("its classes differ from the dataset's")
-            want = expected_labels(cf.meta, dataset.relpaths(), dataset.labels)
+            want = expected_labels(cf.meta, dataset.labels, dataset.relpaths)
             if not np.array_equal(cf.labels, want):
                 raise CacheDamage(
                     f"its {len(cf.labels)} labels differ from the dataset's {len(want)} "
