@@ -65,7 +65,7 @@ def test_features_equal_direct_forward_and_second_run_is_a_cache_hit(tmp_path, c
     for e in zoo:
         cf = report.features[e.name]
         f_ref, l_ref = reference_forward(e, cifar.paths)
-        assert cf.features.dtype == np.float32 and cf.logits.dtype == np.float16
+        assert cf.features.dtype == np.float32 and cf.logits.dtype == np.float32
         np.testing.assert_allclose(cf.features, f_ref, rtol=1e-4, atol=1e-4 * np.abs(f_ref).max())
         np.testing.assert_allclose(cf.logits, l_ref, rtol=2e-3, atol=2e-3 * np.abs(l_ref).max())
         np.testing.assert_array_equal(cf.labels, cifar.labels)

@@ -27,11 +27,12 @@ def test_writer_publishes_only_on_commit_and_compacts_skipped_rows(tmp_path):
     assert store.get(ds, entry) is None and store.entries() == []  # half written: invisible
     w.write(np.arange(6, 10), feats[6:], logits[6:])
     keep = np.array([0, 1, 2, 4, 5, 6, 7, 8, 9])  # image 3 could not be read
-    cf = w.commit(keep, ds.labels[keep], {"model": entry.name, "classes": ds.classes, "dataset": ds.name})
+    meta = {"model": entry.name, "classes": ds.classes, "dataset": ds.name, "skipped": [ds.relpaths()[3]]}
+    cf = w.commit(keep, ds.labels[keep], meta)
     assert cf.path == store.entry_dir(ds, entry) and not w.tmp.exists()
     np.testing.assert_array_equal(cf.features, feats[keep])
-    np.testing.assert_array_equal(cf.logits, logits[keep].astype(np.float16))
-    assert cf.logits.dtype == np.float16 and cf.labels.tolist() == ds.labels[keep].tolist()
+    np.testing.assert_array_equal(cf.logits, logits[keep])
+    assert cf.logits.dtype == np.float32 and cf.labels.tolist() == ds.labels[keep].tolist()
     assert json.loads((cf.path / "meta.json").read_text())["n"] == 9
     assert [e.model for e in FeatureStore(tmp_path).entries()] == ["lenet5_mnist"]
     w2 = store.writer(ds, entry)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from transfersel.errors import InputError
+from transfersel.errors import InputError, TransferabilityWarning
 
 __all__ = ["IMAGE_EXTENSIONS", "Dataset", "open_dataset"]
 
@@ -63,6 +64,11 @@ def open_dataset(
         name, root, used_split, items = path.stem, path.parent, split, _read_csv(path, split)
         if items and items[0][2] is None:
             used_split = None
+        if items and not any(p.is_file() for p, _, _ in items):
+            raise InputError(
+                f"none of the {len(items)} image paths listed in {path} exists; relative paths are read "
+                "from the CSV's folder"
+            )
     elif path.is_dir():
         name = path.name
         root, used_split = _split_root(path, split)
@@ -112,22 +118,57 @@ def _split_root(path: Path, split: str | None) -> tuple[Path, str | None]:
 
 
 def _scan_folder(root: Path) -> list[tuple[Path, str, None]]:
+    """Every image under ``root/<class>/``, each file once: symlinked folders are followed only into folders
+    not read yet (no loops, no other class's folder); a file reached twice (links) counts once."""
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
         raise InputError(f"dataset folder {root} has no class subfolders; expected <root>/<class>/<image>")
-    items = []
+    seen_dirs = {_node(root)} | {_node(root / c) for c in classes}
+    seen_files: set[object] = set()
+    items, pruned = [], []
     for c in classes:
         for dirpath, dirnames, filenames in os.walk(root / c, followlinks=True):
-            dirnames.sort()
+            keep = []
+            for d in sorted(dirnames):
+                node = _node(Path(dirpath) / d)
+                (pruned if node in seen_dirs else keep).append(d)
+                seen_dirs.add(node)
+            dirnames[:] = keep
             for f in sorted(filenames):
                 if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."):
-                    items.append((Path(dirpath) / f, c, None))
+                    p = Path(dirpath) / f
+                    node = _node(p)
+                    if node not in seen_files:
+                        seen_files.add(node)
+                        items.append((p, c, None))
+    if pruned:
+        warnings.warn(
+            f"dataset {root}: {len(pruned)} symlinked folder(s) lead to folders already read (a loop or "
+            f"another class); not followed, e.g. {pruned[0]}",
+            TransferabilityWarning,
+            stacklevel=3,
+        )
     return items
 
 
+def _node(p: Path) -> object:
+    """The identity of the file or folder ``p`` leads to (device, inode), or ``p`` itself if it is broken."""
+    try:
+        st = p.stat()
+    except OSError:
+        return p
+    return (st.st_dev, st.st_ino)
+
+
 def _read_csv(path: Path, split: str | None) -> list[tuple[Path, str, str | None]]:
-    with path.open(newline="") as fh:
-        rows = [r for r in csv.reader(fh) if r and not r[0].startswith("#")]
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            rows = [r for r in csv.reader(fh) if r and not r[0].startswith("#")]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(
+            f"dataset {path} is not a text CSV of path,label ({type(exc).__name__}); pass a UTF-8 CSV, an "
+            "ImageFolder folder or torchvision:NAME"
+        ) from None
     if rows and rows[0][:2] == ["path", "label"]:
         header, rows = rows[0], rows[1:]
     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -22,11 +23,11 @@ from typing import Any
 import numpy as np
 
 from transfersel.data import Dataset
-from transfersel.errors import InputError, TransferselError
+from transfersel.errors import InputError, TransferabilityWarning, TransferselError
 from transfersel.store import CachedFeatures, EntryWriter, FeatureStore
 from transfersel.zoo import LoadedModel, ModelEntry, Preprocess
 
-__all__ = ["ExtractReport", "decode", "extract", "parse_shard", "resolve_device"]
+__all__ = ["ExtractReport", "decode", "extract", "parse_shard", "resolve_device", "to_8bit"]
 
 
 @dataclass
@@ -38,6 +39,7 @@ class ExtractReport:
     seconds: float
     skipped: dict[str, str] = field(default_factory=dict)  # image path -> why it could not be read
     extracted: list[str] = field(default_factory=list)  # models computed by this run (the rest were cached)
+    damaged: dict[str, str] = field(default_factory=dict)  # model -> why its cache entry was recomputed
     images: int = 0  # images pushed through a model by this run (for images/s)
 
 
@@ -81,11 +83,33 @@ def decode(path: Path, pre: Preprocess) -> Any:
     from torchvision.transforms import functional as F
 
     with Image.open(path) as im:
-        img = im.convert("L" if pre.channels == 1 else "RGB")
+        img = to_8bit(im, "L" if pre.channels == 1 else "RGB")
     resize = pre.resize if isinstance(pre.resize, int) else list(pre.resize)
     img = F.resize(img, resize, interpolation=InterpolationMode(pre.interpolation))
     img = F.center_crop(img, list(pre.size))
     return F.pil_to_tensor(img)
+
+
+def to_8bit(im: Any, mode: str) -> Any:
+    """A PIL image of any mode as 8-bit ``mode`` (``"L"`` or ``"RGB"``); raise ValueError if it has no
+    standard 8-bit meaning (32-bit float, integers beyond 16 bits, LAB), so the image is skipped and listed.
+
+    16-bit grey (``I;16*``, or ``I`` as older Pillow opens it) is scaled by 255/65535: PIL's own convert
+    clips it at 255 instead, turning almost every pixel white.
+    """
+    from PIL import Image
+
+    if im.mode.startswith("I;16") or im.mode == "I":
+        a = np.asarray(im)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise ValueError(f"{im.mode} image with values outside 0..65535; save it as 8- or 16-bit")
+        grey = ((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        im = Image.fromarray(grey, "L")
+    elif im.mode == "F":
+        raise ValueError("32-bit float image (mode F) has no standard 8-bit scaling; save it as 8- or 16-bit")
+    elif im.mode in ("La", "RGBa"):  # premultiplied alpha: PIL converts only the straight form onward
+        im = im.convert(im.mode.upper())
+    return im.convert(mode)
 
 
 class _Images:
@@ -136,6 +160,8 @@ def extract(
     t0 = time.perf_counter()
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise InputError(f"workers must be an integer >= 0 (0: decode in this process), got {workers!r}")
     if shard is not None:
         _check_shard(shard)
         zoo = [e for j, e in enumerate(zoo) if j % shard[1] == shard[0] - 1]
@@ -144,7 +170,15 @@ def extract(
     report = ExtractReport({}, {}, 0.0)
     todo: list[ModelEntry] = []
     for e in zoo:
-        hit = None if force else store.get(dataset, e)
+        hit, damage = (None, None) if force else store.lookup(dataset, e)
+        if damage is not None:
+            report.damaged[e.name] = damage
+            where = store.entry_dir(dataset, e)
+            warnings.warn(
+                f"cache entry of {e.name} at {where} is damaged ({damage}); recomputing it",
+                TransferabilityWarning,
+                stacklevel=2,
+            )
         if hit is not None:
             report.features[e.name] = hit
         else:
@@ -216,11 +250,7 @@ def _run_group(
                         x = x.contiguous(memory_format=torch.channels_last)
                     with torch.inference_mode(), autocast:
                         feats, logits = loaded.forward(x)
-                    writer.write(
-                        idx,
-                        feats.float().cpu().numpy(),
-                        None if logits is None else logits.float().cpu().numpy(),
-                    )
+                    writer.write(idx, *_finite(name, idx, feats, logits, dataset))
                 except Exception as exc:  # out of memory, a shape the model cannot take, ...
                     report.failures[name] = _reason(exc, batch_size=batch_size)
                     writer.abort()
@@ -245,6 +275,22 @@ def _run_group(
     finally:  # an interrupt or error: drop the partial entries, keep the published ones
         for _, _, writer in live.values():
             writer.abort()
+
+
+def _finite(
+    name: str, rows: np.ndarray, feats: Any, logits: Any, dataset: Dataset
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The batch's features (B, D) and logits (B, K) as float32 numpy; raise if any value is NaN or inf."""
+    out = feats.float().cpu().numpy(), None if logits is None else logits.float().cpu().numpy()
+    for what, arr in zip(("features", "logits"), out, strict=True):
+        if arr is not None and not np.isfinite(arr).all():
+            bad = rows[~np.isfinite(arr).reshape(len(arr), -1).all(axis=1)]
+            raise TransferselError(
+                f"model {name} produced non-finite {what} (NaN or inf) for {len(bad)} image(s), first "
+                f"{dataset.relpaths()[bad[0]] if len(bad) else '?'}; not cached - check its weights "
+                "(or run without --amp)"
+            )
+    return out
 
 
 def _batches(
@@ -314,7 +360,7 @@ def _meta(
         "sample_order_sha256": order,
         "skipped": [rel[i] for i in sorted(set(range(len(rel))) - set(rows.tolist()))],
         "features_dtype": "float32",
-        "logits_dtype": "float16",
+        "logits_dtype": "float32",
         "seconds": round(seconds, 3),
         "device": str(dev),
         "amp": amp,

@@ -4,13 +4,22 @@ Layout (one folder per dataset fingerprint + split, one subfolder per model id):
 
     <root>/<dataset>.<split>-<fingerprint[:12]>/<model>-<model fingerprint[:12]>/
         features.npy   float32 (N, D)       penultimate features, dataset order (corrupt images skipped)
-        logits.npy     float16 (N, K)       source-classifier logits (absent when the model has no head)
+        logits.npy     float32 (N, K)       source-classifier logits (absent when the model has no head;
+                                            float16 in entries written before checksums were recorded)
         labels.npy     int64 (N,)
-        meta.json      written last: spec, weights hash, preprocessing, versions, N, D, seconds, device
+        meta.json      written last: spec, weights hash, preprocessing, versions, N, D, seconds, device,
+                       and ``checksums``: per array file its shape, dtype and sampled digest
+
     <root>/.tmp/<host>-<pid>-<random>/      entries being written; renamed into place only when complete
 
 An entry counts only once its folder holds ``meta.json``; a killed run leaves at most a ``.tmp`` folder,
 which the next run removes when its process is gone. Reads are memory-mapped.
+
+Every read is checked (:mod:`transfersel.cache_check`): meta.json's shape, the arrays' presence, shapes and
+dtypes, their checksums, and (when the dataset is known) the labels. A damaged entry is never returned as
+features: :meth:`FeatureStore.lookup` names the damage so that extraction recomputes the entry, and
+:meth:`FeatureStore.entries` lists it with ``damaged`` set. Entries written before checksums were recorded
+are read unverified (structure and labels are still checked).
 """
 
 from __future__ import annotations
@@ -26,6 +35,15 @@ from typing import Any
 
 import numpy as np
 
+from transfersel.cache_check import (
+    ARRAYS,
+    CHECKSUM_SCHEME,
+    CacheDamage,
+    array_digest,
+    check_arrays,
+    check_meta,
+    expected_labels,
+)
 from transfersel.data import Dataset
 from transfersel.errors import InputError
 from transfersel.zoo import ModelEntry
@@ -43,7 +61,9 @@ def default_cache_root() -> Path:
 
 @dataclass
 class CachedFeatures:
-    """One cache entry, memory-mapped: features (N, D) float32, logits (N, K) float16 or None, labels (N,)."""
+    """One cache entry, memory-mapped: features (N, D) float32, logits (N, K) float32 (float16 in old entries)
+    or None, labels (N,) int64. ``damaged`` is None for a sound entry, else why it cannot be used (its arrays
+    are then empty and ``meta`` holds what the folder names tell: model, dataset, split)."""
 
     model: str
     path: Path
@@ -52,20 +72,38 @@ class CachedFeatures:
     labels: np.ndarray
     classes: list[str]
     meta: dict
+    damaged: str | None = None
 
     @classmethod
-    def open(cls, path: Path) -> CachedFeatures:
-        meta = json.loads((path / "meta.json").read_text())
-        logits = path / "logits.npy"
+    def open(cls, path: Path, *, verify: bool = True) -> CachedFeatures:
+        """Read and check an entry (checksums too when ``verify``); raise :class:`CacheDamage` if damaged."""
+        try:
+            raw = json.loads((path / "meta.json").read_text())
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CacheDamage(f"meta.json is unreadable ({type(exc).__name__})") from None
+        except ValueError:
+            raise CacheDamage("meta.json is not valid JSON") from None
+        meta = check_meta(raw)
+        arrays = check_arrays(path, meta, verify=verify)
         return cls(
             meta["model"],
             path,
-            np.load(path / "features.npy", mmap_mode="r"),
-            np.load(logits, mmap_mode="r") if logits.exists() else None,
-            np.load(path / "labels.npy", mmap_mode="r"),
+            arrays["features"],
+            arrays["logits"],
+            arrays["labels"],
             list(meta["classes"]),
             meta,
         )
+
+    @classmethod
+    def damaged_entry(cls, path: Path, why: str) -> CachedFeatures:
+        """A placeholder for a damaged entry, named from its folders, so that it can be listed and removed."""
+        dataset, _, split = path.parent.name.rpartition("-")[0].rpartition(".")
+        model = path.name.rpartition("-")[0] or path.name
+        meta = {"model": model, "dataset": dataset, "split": split, "n": "?", "d": "?", "damaged": why}
+        meta["created"] = f"DAMAGED: {why}"  # shown by `cache ls`, whose last column is `created`
+        empty = np.empty((0, 0), np.float32)
+        return cls(model, path, empty, None, np.empty(0, np.int64), [], meta, why)
 
     @property
     def nbytes(self) -> int:
@@ -87,17 +125,37 @@ class FeatureStore:
 
     # --- reading --------------------------------------------------------------------------------
     def get(self, dataset: Dataset, entry: ModelEntry) -> CachedFeatures | None:
-        """The complete entry for this dataset and model, or None (never a partial one)."""
-        path = self.entry_dir(dataset, entry)
-        if not (path / "meta.json").is_file():
-            return None
-        try:
-            return CachedFeatures.open(path)
-        except (OSError, ValueError, KeyError):  # damaged by hand: treat as missing, it will be rewritten
-            return None
+        """The complete, sound entry for this dataset and model, or None (never a partial or damaged one)."""
+        return self.lookup(dataset, entry)[0]
 
-    def entries(self) -> list[CachedFeatures]:
-        """Every complete entry, sorted by dataset folder then model."""
+    def lookup(self, dataset: Dataset, entry: ModelEntry) -> tuple[CachedFeatures | None, str | None]:
+        """``(entry, None)`` if cached and sound, ``(None, None)`` if absent, ``(None, why)`` if damaged.
+
+        Sound means: meta.json well formed, arrays present with the recorded shapes and checksums, and the
+        labels equal to ``dataset``'s (less the images the entry skipped).
+        """
+        path = self.entry_dir(dataset, entry)
+        if not (path / "meta.json").exists():
+            return None, None
+        try:
+            cf = CachedFeatures.open(path)
+            if cf.classes != dataset.classes:
+                raise CacheDamage("its classes differ from the dataset's")
+            want = expected_labels(cf.meta, dataset.labels, dataset.relpaths)
+            if not np.array_equal(cf.labels, want):
+                raise CacheDamage(
+                    f"its {len(cf.labels)} labels differ from the dataset's {len(want)} "
+                    "(permuted or overwritten)"
+                )
+        except CacheDamage as exc:
+            return None, str(exc)
+        return cf, None
+
+    def entries(self, *, verify: bool = True) -> list[CachedFeatures]:
+        """Every complete entry, sorted by dataset folder then model; damaged ones have ``damaged`` set.
+
+        ``verify`` checks the arrays' checksums (a few per cent of reading them), else only their shapes.
+        """
         if not self.root.is_dir():
             return []
         out = []
@@ -105,9 +163,9 @@ class FeatureStore:
             if meta.parent.parent.name.startswith("."):
                 continue
             try:
-                out.append(CachedFeatures.open(meta.parent))
-            except (OSError, ValueError, KeyError):
-                continue
+                out.append(CachedFeatures.open(meta.parent, verify=verify))
+            except CacheDamage as exc:
+                out.append(CachedFeatures.damaged_entry(meta.parent, str(exc)))
         return out
 
     def remove(
@@ -129,7 +187,7 @@ class FeatureStore:
                 if (model is None or e.model == model) and (dataset is None or e.meta["dataset"] == dataset)
             ]
         for p in paths:
-            if not (p / "meta.json").is_file() or self.root.resolve() not in p.resolve().parents:
+            if not (p / "meta.json").exists() or self.root.resolve() not in p.resolve().parents:
                 raise InputError(f"{p} is not an entry of the cache at {self.root}")
             trash = self._tmp_dir()
             p.rename(trash)  # atomic: the entry disappears at once, then the files go
@@ -190,7 +248,7 @@ class EntryWriter:
         if self.features is None:
             self.features = _memmap(self.tmp / "features.npy", np.float32, (self.n, features.shape[1]))
             if logits is not None:
-                self.logits = _memmap(self.tmp / "logits.npy", np.float16, (self.n, logits.shape[1]))
+                self.logits = _memmap(self.tmp / "logits.npy", np.float32, (self.n, logits.shape[1]))
         self.features[rows] = features
         if self.logits is not None and logits is not None:
             self.logits[rows] = logits
@@ -214,9 +272,20 @@ class EntryWriter:
                 os.replace(self.tmp / f"{name}.part.npy", self.tmp / f"{name}.npy")
             else:
                 arr.flush()
-        meta = {**meta, "n": int(len(keep)), "d": int(self._shape("features")[1])}
         np.save(self.tmp / "labels.npy", np.ascontiguousarray(labels, dtype=np.int64))
         self.features = self.logits = None
+        sums = {}
+        for name in ARRAYS:
+            if (self.tmp / f"{name}.npy").is_file():
+                f = self.tmp / f"{name}.npy"
+                sums[f"{name}.npy"] = array_digest(np.load(f, mmap_mode="r"), f)
+        meta = {
+            **meta,
+            "n": int(len(keep)),
+            "d": int(self._shape("features")[1]),
+            "checksums": sums,
+            "checksum_scheme": CHECKSUM_SCHEME,
+        }
         (self.tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
         self.final.parent.mkdir(parents=True, exist_ok=True)
         old = None
