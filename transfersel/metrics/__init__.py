@@ -90,7 +90,15 @@ class Metric:
                 f"{self.name} has no option {', '.join(sorted(unknown))}; its options are: {known}"
             )
         inputs.require(*self.needs, metric=self.name)
-        return float(self.fn(inputs, **options))
+        try:
+            return float(self.fn(inputs, **options))
+        except (ArithmeticError, ValueError) as exc:  # LinAlgError is a ValueError: a last line of defence
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(
+                f"{self.name}: numerical failure on these features ({type(exc).__name__}: {exc}); "
+                "check them for extreme scale, constant or duplicated columns"
+            ) from None
 
 
 def register_metric(

@@ -128,6 +128,8 @@ def sfda(
         store_mixed_in_input_dtype: round X̃ to the input dtype (the reference's behaviour); False
             keeps it float64 (differs by ≤ 1.5e-9 relative, costs an N×D float64 array).
     """
+    if inputs.scale_unsafe("sfda", why="its shrinkage λ = exp(−5·σ̂) of the top scatter eigenvalue σ̂"):
+        return float("nan")
     if inputs.N - inputs.C < inputs.D:
         warnings.warn(
             f"sfda: N−C < D ({inputs.N}−{inputs.C} < {inputs.D}), the classes are separable and the score "
