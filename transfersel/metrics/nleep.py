@@ -202,7 +202,8 @@ def nleep(
     N, C = inputs.N, inputs.C
     if (inputs.X.max(axis=0) == inputs.X.min(axis=0)).all():
         warnings.warn(
-            "nleep: all feature rows are equal (zero variance), the PCA and mixture are undefined; returning nan",
+            "nleep: all feature rows are equal (zero variance), the PCA and mixture are undefined; "
+            "returning nan",
             TransferabilityWarning,
             stacklevel=3,
         )

@@ -160,5 +160,7 @@ def parc(inputs: Inputs, *, max_samples: int = 10000) -> float:
 
 
 def _undefined(cause: str) -> float:
-    warnings.warn(f"parc: {cause}; the score is undefined, returning nan", TransferabilityWarning, stacklevel=4)
+    warnings.warn(
+        f"parc: {cause}; the score is undefined, returning nan", TransferabilityWarning, stacklevel=4
+    )
     return float("nan")
