@@ -161,3 +161,24 @@ def test_kmeans_falls_back_to_numpy_where_faiss_would_abort():
     labels = kmeans_labels(Z, 4, seed=0)
     assert labels.shape == (200,) and labels.min() >= 0 and labels.max() < 4
     assert len(np.unique(labels[1:])) < len(np.unique(labels))  # the outlier gets a cluster of its own
+
+
+def test_finite_check_tells_overflowing_sums_from_nan_and_inf(vectors):
+    from transfersel.metrics._linalg import all_finite
+
+    X = np.array(vectors["small_gauss"]["features"])
+    assert all_finite(X)
+    huge = np.full((4, 3), 3e38, dtype=np.float32)  # finite, but its float32 sum overflows
+    assert all_finite(huge)
+    for bad in (np.nan, np.inf, -np.inf):
+        Y = X.copy()
+        Y[-1, -1] = bad
+        assert not all_finite(Y)
+
+
+def test_blocked_argmax_equals_numpy_on_read_only_logits(vectors):
+    from transfersel.metrics._linalg import argmax_rows
+
+    L = vectors["mid_gauss"]["logits"]  # read-only, 2000 rows: several blocks
+    L = np.concatenate([L, L[:5] * 0])  # all-tied rows: the first index wins
+    assert np.array_equal(argmax_rows(L, block_rows=300), np.argmax(L, axis=1))
