@@ -25,8 +25,8 @@ from transfersel.errors import InputError, TransferabilityWarning
 from transfersel.metrics import get_metric, list_metrics
 from transfersel.metrics.nleep import kmeans_labels, kmeans_numpy
 
-CASES = ["unit", "x1e-30", "x1e20", "x1e200", "outlier_row", "constant", "one_dim", "nan", "inf"]
-SCALES = {"x1e-30": 1e-30, "x1e20": 1e20, "x1e200": 1e200}
+SCALES = {"x1e-140": 1e-140, "x1e-30": 1e-30, "x1e20": 1e20, "x1e100": 1e100, "x1e200": 1e200}
+CASES = ["unit", *SCALES, "outlier_row", "constant", "one_dim", "nan", "inf"]
 # Invariant to X → sX by definition (spec §2; see each module): rescaled exactly, so scores must not move.
 SCALE_INVARIANT = {"knn", "linear", "parc", "hscore", "hscore_reg", "emms", "nleep", "leep", "nce"}
 ISOLATED = {"nleep", "knn"}  # faiss: run in a subprocess
@@ -39,7 +39,8 @@ def make_case(case: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]
     X = np.array(v["features"][::2])  # float32 (300, 64), 6 classes
     extra = {"logits": np.array(v["logits"][::2]), "label_embeddings": np.array(v["label_embeddings"])}
     if case in SCALES:
-        X = X.astype(np.float64) * SCALES[case] if SCALES[case] > 1e30 else X * np.float32(SCALES[case])
+        s = SCALES[case]  # float32 holds 1e-30 and 1e20 times the features; beyond, float64
+        X = X * np.float32(s) if 1e-35 < s < 1e30 else X.astype(np.float64) * s
     elif case == "outlier_row":
         X[7] *= np.float32(1e20)
     elif case == "constant":
@@ -133,7 +134,7 @@ def test_scale_dependent_metric_names_the_cause():
     out = outcome("transrate", "x1e200")
     assert math.isnan(out["values"][0])
     (msg,) = {m for m in transferability_warnings(out) if "scale" in m}
-    assert "eps = 0.0001" in msg and "overflow" in msg
+    assert "eps = 0.0001" in msg and "leave the float64 range" in msg
 
 
 def test_rescaling_is_exact_and_skipped_in_range(vectors):

@@ -168,18 +168,19 @@ class Inputs:
         X.flags.writeable = False
         return dataclasses.replace(self, X=X)
 
-    def scale_unsafe(self, metric: str, *, why: str) -> bool:
+    def scale_unsafe(self, metric: str, *, why: str, power: int = 2) -> bool:
         """For a metric whose value depends on the feature scale (``why`` names the constant that
         sets it): warn if ``max|X|`` is outside ``2^±SAFE_EXPONENT``; return True, after a warning that
-        the score is nan, if the metric's squares would overflow or underflow float64."""
+        the score is nan, if the ``power``-th powers of X it forms (2: Grams) would overflow or
+        underflow float64."""
         e = self.scale_exponent
         if abs(e) <= SAFE_EXPONENT:
             return False
-        lost = 2 * abs(e) + np.log2(self.N * self.D) > FLOAT64_EXPONENT
+        lost = power * abs(e) + np.log2(self.N * self.D) > FLOAT64_EXPONENT
         warnings.warn(
             f"{metric}: features have max |x| ≈ 2^{e} (≈ 1e{e * np.log10(2):+.0f}), far from unit scale; "
             f"{metric} depends on the feature scale through {why}"
-            + ("; their squares overflow float64, returning nan" if lost else "")
+            + (f"; its x^{power} terms leave the float64 range, returning nan" if lost else "")
             + ". Standardise the features (or rescale them by a constant) before scoring",
             TransferabilityWarning,
             stacklevel=4,

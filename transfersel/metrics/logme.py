@@ -136,7 +136,7 @@ def logme(
     if variant not in STOP_RTOL:
         raise InputError(f"logme variant must be 'fixed_point' or 'icml', got {variant!r}")
     why = f"epsilon = {epsilon:g} (against ‖m‖² ∝ 1/scale²) and its 1e-10 singular-value floor"
-    if inputs.scale_unsafe("logme", why=why):
+    if inputs.scale_unsafe("logme", why=why, power=4):  # σ² = (eigenvalues of XᵀX)²
         return float("nan")
     sigma, z2 = class_spectrum(inputs)
     r0 = np.clip(inputs.counts - z2.sum(axis=0), 0.0, None)  # ‖y_c‖² = n_c; roundoff can go below 0

@@ -34,13 +34,16 @@ def adaptive_shrinkage(Sw: np.ndarray) -> float:
     ``v`` starts at the row sums ``Sw·1``; each step is ``u = Sw v/‖Sw v‖``, ``v = Sw u/‖Sw u‖``,
     and ``σ̂ = vᵀ Sw u``.
     """
+    peak = float(np.abs(Sw).max())
+    e = np.frexp(peak)[1] if np.isfinite(peak) and peak > 0 else 0
+    Sw = np.ldexp(Sw, -e)  # exact: σ̂ of 2^−e·Sw is 2^−e·σ̂, and the norms below stay in range
     v = Sw.sum(axis=1)
     for _ in range(POWER_ITERATIONS):
         u = Sw @ v
         u /= np.linalg.norm(u)
         v = Sw @ u
         v /= np.linalg.norm(v)
-    sigma = float(v @ Sw @ u)
+    sigma = float(np.ldexp(v @ Sw @ u, e))
     return max(float(np.exp(-SHRINKAGE_RATE * sigma)), SHRINKAGE_FLOOR)
 
 
