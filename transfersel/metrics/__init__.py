@@ -187,7 +187,15 @@ class Metric:
             inputs = inputs.reduced(reduce)
         else:
             effective_dim(reduce, inputs.N, inputs.D, inputs.C)  # still reject a malformed value
-        return self.fn(inputs, **options)
+        try:
+            return self.fn(inputs, **options)
+        except (ArithmeticError, ValueError) as exc:  # LinAlgError is a ValueError: a last line of defence
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(
+                f"{self.name}: numerical failure on these features ({type(exc).__name__}: {exc}); "
+                "check them for extreme scale, constant or duplicated columns"
+            ) from None
 
 
 def register_metric(

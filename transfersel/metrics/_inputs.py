@@ -19,6 +19,12 @@ from transfersel.errors import InputError, TransferabilityWarning
 from transfersel.metrics import _linalg as la
 from transfersel.metrics._reduce import effective_dim, project
 
+# Features whose largest |x| lies within 2^±SAFE_EXPONENT (about 1e±6) are scored as they are; outside,
+# scale-invariant metrics rescale them by an exact power of two and the others warn (issue 14).
+SAFE_EXPONENT = 20
+# 2^1000 ≈ 1e301: beyond it (with the N·D of a Gram folded in) squares overflow or underflow float64
+FLOAT64_EXPONENT = 1000
+
 
 def to_numpy(a: Any, name: str) -> np.ndarray:
     """Return ``a`` as a NumPy array without copying NumPy input (torch tensors are moved to the CPU)."""
@@ -160,6 +166,50 @@ class Inputs:
             Z = project(self.X, d, mean=self.mean, centered_gram=G)
             self._reduced[d] = replace(self, X=Z, _reduced={}, _source=self)
         return self._reduced[d]
+
+    @cached_property
+    def scale_exponent(self) -> int:
+        """``e`` with ``2^e`` the power of two nearest ``max|X|`` (0 for all-zero features)."""
+        peak = max(float(np.max(self.X)), -float(np.min(self.X)))  # no |X| temporary
+        return int(np.round(np.log2(peak))) if peak > 0 else 0
+
+    def normalised(self) -> Inputs:
+        """These inputs with ``X`` rescaled by an exact power of two to ``max|X| ≈ 1`` when it lies outside
+        ``2^±SAFE_EXPONENT``; ``self`` otherwise (so in-range results are unchanged bit for bit).
+
+        For metrics whose definition is invariant to ``X → sX`` (s > 0): the rescaling is exact in
+        floating point and keeps their Grams and absolute guards (std floors, ridges) in range.
+        Copies X once (N, D), in its own dtype, only when it rescales.
+        """
+        return self._rescaled
+
+    @cached_property
+    def _rescaled(self) -> Inputs:
+        e = self.scale_exponent
+        if abs(e) <= SAFE_EXPONENT:
+            return self
+        X = np.ldexp(self.X, -e).astype(self.X.dtype, copy=False)  # exact: only the exponent changes
+        X.flags.writeable = False
+        return replace(self, X=X, _reduced={})  # its own projection cache: X changed
+
+    def scale_unsafe(self, metric: str, *, why: str, power: int = 2) -> bool:
+        """For a metric whose value depends on the feature scale (``why`` names the constant that
+        sets it): warn if ``max|X|`` is outside ``2^±SAFE_EXPONENT``; return True, after a warning that
+        the score is nan, if the ``power``-th powers of X it forms (2: Grams) would overflow or
+        underflow float64."""
+        e = self.scale_exponent
+        if abs(e) <= SAFE_EXPONENT:
+            return False
+        lost = power * abs(e) + np.log2(self.N * self.D) > FLOAT64_EXPONENT
+        warnings.warn(
+            f"{metric}: features have max |x| ≈ 2^{e} (≈ 1e{e * np.log10(2):+.0f}), far from unit scale; "
+            f"{metric} depends on the feature scale through {why}"
+            + (f"; its x^{power} terms leave the float64 range, returning nan" if lost else "")
+            + ". Standardise the features (or rescale them by a constant) before scoring",
+            TransferabilityWarning,
+            stacklevel=4,
+        )
+        return bool(lost)
 
     def require(self, *names: str, metric: str) -> None:
         """Raise a clear error if an optional input the metric needs is missing."""

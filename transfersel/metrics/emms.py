@@ -145,6 +145,7 @@ def emms(
     residual_scale: Literal["reference", "mean"] = "reference",
 ) -> float:
     N = inputs.N
+    inputs = inputs.normalised()  # standardised features (the +1e-8 only guards a zero std)
     H, rank = class_projection(inputs)
     if _saturated(rank, N):
         return 0.0

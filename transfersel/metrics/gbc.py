@@ -49,6 +49,8 @@ def gbc(
 ) -> float:
     if gaussian not in ("spherical", "diagonal"):
         raise InputError(f"gbc: gaussian must be 'spherical' or 'diagonal', got {gaussian!r}")
+    if inputs.scale_unsafe("gbc", why=f"its variance floor {variance_floor:g}"):
+        return float("nan")
     k = min(pca_dims, inputs.N, inputs.D)
     if k < pca_dims:
         warnings.warn(

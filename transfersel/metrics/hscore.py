@@ -34,6 +34,7 @@ def _class_term(inputs: Inputs, solve) -> float:
     reference="thuml/Transfer-Learning-Library tllib/ranking/hscore.py::h_score",
 )
 def hscore(inputs: Inputs) -> float:
+    inputs = inputs.normalised()  # tr(cov⁺·cov_g) is invariant to X → sX
     w, V = eigh(inputs.centered_gram / (inputs.N - 1))
     keep = np.abs(w) > PINV_RCOND * np.abs(w).max()  # numpy.linalg.pinv's relative cut-off
     rank = int(keep.sum())
@@ -79,6 +80,7 @@ def ledoit_wolf(inputs: Inputs) -> tuple[np.ndarray, float]:
     reference="thuml/Transfer-Learning-Library tllib/ranking/hscore.py::regularized_h_score",
 )
 def hscore_reg(inputs: Inputs) -> float:
+    inputs = inputs.normalised()  # α and (1 − α)·tr(Σ_LW⁻¹·cov_g) are invariant to X → sX
     sigma, alpha = ledoit_wolf(inputs)
     # Σ_LW is positive definite whenever α > 0; chol_solve falls back to a pseudo-inverse (and warns)
     term = _class_term(inputs, lambda d: chol_solve(sigma, d, what="hscore_reg: Ledoit–Wolf covariance"))

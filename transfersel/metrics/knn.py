@@ -68,6 +68,7 @@ def knn(inputs: Inputs, *, k: int = 10, metric: str = "cosine", balanced: bool =
     if k < 1:
         raise InputError(f"knn needs k ≥ 1, got k={k}")
     k = min(k, inputs.N - 1)
+    inputs = inputs.normalised()  # neighbours of centred, normalised rows do not depend on the scale
     I, S = leave_one_out_neighbours(_search_features(inputs, metric), k, metric)
     pred = majority_vote(inputs.y[I], S, inputs.C)
     correct = pred == inputs.y

@@ -33,8 +33,8 @@ def expected_empirical_prediction(
     eep = np.empty(len(y))
     for rows, block in row_blocks(posteriors):
         theta = block if transform is None else transform(block)
-        per_class = theta @ cond.T  # (rows, C): Σ_z θ_iz p(c | z)
-        eep[rows] = per_class[np.arange(len(per_class)), y[rows]]
+        # only the true class: a row-wise dot with p(y_i | ·), not the (rows, C) product θ p(·|z)ᵀ
+        eep[rows] = np.einsum("iz,iz->i", theta, cond[y[rows]])
     return eep
 
 
@@ -54,6 +54,11 @@ def mean_eep(eep: np.ndarray, C: int, *, log: bool, metric: str) -> float:
     return float(logs.mean())
 
 
+def _softmax_block(block: np.ndarray) -> np.ndarray:
+    """Softmax of a float64 row block that :func:`row_blocks` copied for us: computed in place."""
+    return softmax_rows(block, inplace=True)
+
+
 @register_metric(
     "leep",
     description="Log expected empirical prediction of the source head; ≤ 0 (log=False: SFDA-table mean EEP)",
@@ -61,5 +66,5 @@ def mean_eep(eep: np.ndarray, C: int, *, log: bool, metric: str) -> float:
     reference="thuml/LogME LEEP.py::LEEP (log); TencentARC/SFDA metrics.py::LEEP (log=False)",
 )
 def leep(inputs: Inputs, *, log: bool = True) -> float:
-    eep = expected_empirical_prediction(inputs.logits, inputs.y, inputs.C, transform=softmax_rows)
+    eep = expected_empirical_prediction(inputs.logits, inputs.y, inputs.C, transform=_softmax_block)
     return mean_eep(eep, inputs.C, log=log, metric="leep")

@@ -73,7 +73,7 @@ def linear(
         raise InputError(f"linear needs 2 ≤ folds ≤ N = {inputs.N}, got folds={folds}")
     if C_reg <= 0:
         raise InputError(f"linear C_reg must be positive, got {C_reg}")
-    X, y = inputs.X, inputs.y
+    X, y = inputs.normalised().X, inputs.y  # standardised features: invariant to the scale
     k = inputs.D if pca_dims is None else min(inputs.D, pca_dims)
     fold = stratified_folds(y, folds, seed)
     accuracies = []

@@ -154,6 +154,9 @@ def logme(
 ) -> float:
     if variant not in STOP_RTOL:
         raise InputError(f"logme variant must be 'fixed_point', 'padded' or 'icml', got {variant!r}")
+    why = f"epsilon = {epsilon:g} (against ‖m‖² ∝ 1/scale²) and its 1e-10 singular-value floor"
+    if inputs.scale_unsafe("logme", why=why, power=4):  # σ² = (eigenvalues of XᵀX)²
+        return float("nan")
     sigma, z2 = class_spectrum(inputs)
     r0 = np.clip(inputs.counts - z2.sum(axis=0), 0.0, None)  # ‖y_c‖² = n_c; roundoff can go below 0
     evidence = log_evidence(sigma, z2, r0, inputs.N, inputs.D, variant=variant, epsilon=epsilon)

@@ -6,6 +6,7 @@ import numpy as np
 
 from transfersel.metrics import register_metric
 from transfersel.metrics._inputs import Inputs
+from transfersel.metrics._linalg import argmax_rows
 
 TINY = 1e-20  # inside both entropy factors, as in the reference
 
@@ -32,5 +33,5 @@ def conditional_entropy(target: np.ndarray, source: np.ndarray, C: int) -> float
     reference="thuml/LogME NCE.py::NCE = tllib negative_conditional_entropy",
 )
 def nce(inputs: Inputs) -> float:
-    z = np.argmax(inputs.logits, axis=1)  # first index on ties; argmax of logits = argmax of softmax
+    z = argmax_rows(inputs.logits)  # first index on ties; argmax of logits = argmax of softmax
     return -conditional_entropy(inputs.y, z, inputs.C)

@@ -23,11 +23,32 @@ KMEANS_ITERS = 100  # Lloyd iterations: enough to converge on every regime we me
 TOL = 1e-3  # scikit-learn's EM tolerance on the mean log-likelihood
 
 
+# faiss computes distances in float32: a row norm this many times the median one swamps the others
+FAISS_MAX_SPREAD = 1e6
+
+
 def kmeans_labels(Z: np.ndarray, K: int, seed: int) -> np.ndarray:
-    """(N,) hard k-means assignments of the rows of ``Z`` (faiss: random-sample seeding + Lloyd)."""
+    """(N,) hard k-means assignments of the rows of ``Z`` (N, d) (random-sample seeding + Lloyd).
+
+    k-means is invariant to scaling Z, so Z is first rescaled by an exact power of two to
+    ``max|Z| ≈ 1`` (faiss's float32 squares stay finite; in-range results are unchanged). faiss runs
+    it unless it would abort or lose the points: non-finite or all-equal rows, fewer distinct rows
+    than K, or one row ≥ 1e6 × the median norm; then :func:`kmeans_numpy` (float64) does.
+    """
+    peak = float(np.abs(Z).max())
+    Zs = np.ldexp(Z, -int(np.round(np.log2(peak)))) if np.isfinite(peak) and peak > 0 else Z
+    Zf = np.ascontiguousarray(Zs, dtype=np.float32)
+    norms = np.linalg.norm(Zs, axis=1)
+    median = float(np.median(norms))
+    if (
+        not np.isfinite(Zf).all()
+        or median == 0
+        or norms.max() > FAISS_MAX_SPREAD * median
+        or len(np.unique(Zf, axis=0)) < K
+    ):
+        return kmeans_numpy(np.asarray(Zs, dtype=np.float64), K, seed)
     import faiss
 
-    Zf = np.ascontiguousarray(Z, dtype=np.float32)
     km = faiss.Kmeans(
         Z.shape[1],
         K,
@@ -39,6 +60,29 @@ def kmeans_labels(Z: np.ndarray, K: int, seed: int) -> np.ndarray:
     km.train(Zf)
     _, labels = km.index.search(Zf, 1)
     return labels.ravel().astype(np.int64)
+
+
+def kmeans_numpy(Z: np.ndarray, K: int, seed: int) -> np.ndarray:
+    """(N,) float64 Lloyd k-means of the rows of ``Z``: K distinct rows drawn as seeds (fewer if Z has
+    fewer distinct rows; the rest start on the first), ``KMEANS_ITERS`` steps, an emptied cluster
+    keeps its centroid."""
+    rng = np.random.default_rng(seed)
+    _, first = np.unique(Z, axis=0, return_index=True)
+    picks = rng.permutation(first)[:K]
+    centroids = Z[np.concatenate([picks, np.full(K - len(picks), picks[0])])].copy()
+    labels = np.full(len(Z), -1)
+    for _ in range(KMEANS_ITERS):
+        d2 = (Z * Z).sum(axis=1)[:, None] - 2 * Z @ centroids.T + (centroids * centroids).sum(axis=1)
+        new = d2.argmin(axis=1)
+        if (new == labels).all():
+            break
+        labels = new
+        sums = np.zeros_like(centroids)
+        np.add.at(sums, labels, Z)
+        counts = np.bincount(labels, minlength=K)
+        filled = counts > 0
+        centroids[filled] = sums[filled] / counts[filled, None]
+    return labels.astype(np.int64)
 
 
 GEMM_BLOCK = 1 << 23  # float64 entries of whitened coordinates computed per GEMM (64 MB)
@@ -154,7 +198,16 @@ def nleep(
         raise InputError(f"nleep variance must be a fraction in (0, 1), got {variance}")
     if int(component_ratio) != component_ratio or component_ratio < 1:
         raise InputError(f"nleep component_ratio must be a positive integer, got {component_ratio}")
+    inputs = inputs.normalised()  # the PCA, k-means and EM are scale-free up to the reg_covar ridge
     N, C = inputs.N, inputs.C
+    if (inputs.X.max(axis=0) == inputs.X.min(axis=0)).all():
+        warnings.warn(
+            "nleep: all feature rows are equal (zero variance), the PCA and mixture are undefined; "
+            "returning nan",
+            TransferabilityWarning,
+            stacklevel=3,
+        )
+        return float("nan")
     # 1. PCA to the smallest d whose cumulative explained variance exceeds `variance` (no whitening)
     if N >= inputs.D:
         Z, _ = pca_exact(inputs.X, float(variance), mean=inputs.mean, centered_gram=inputs.centered_gram)

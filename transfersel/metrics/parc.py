@@ -114,6 +114,8 @@ def spearman_with_label_rdm(F: np.ndarray, y: np.ndarray) -> float:
         hi = np.searchsorted(same, diff, side="right")
         U += float(lo.sum()) + 0.5 * float((hi - lo).sum())
     rank_var = (M * M - 1) / 12 - _tie_term(F, y, M) / (12 * M)
+    if rank_var <= 0:  # every feature-RDM value tied: the rank correlation is undefined
+        return float("nan")
     return (U - n_d * n_s / 2) / math.sqrt(n_d * n_s * rank_var)
 
 
@@ -125,7 +127,7 @@ def spearman_with_label_rdm(F: np.ndarray, y: np.ndarray) -> float:
 def parc(inputs: Inputs, *, max_samples: int = 10000) -> float:
     if max_samples < 2:
         raise InputError(f"parc max_samples must be at least 2, got {max_samples}")
-    X, y = inputs.X, inputs.y
+    X, y = inputs.normalised().X, inputs.y  # standardised PCA scores and correlations: scale-free
     if inputs.N > max_samples:
         warnings.warn(
             f"parc: N = {inputs.N} > max_samples = {max_samples}; scoring a seeded class-stratified "
@@ -142,11 +144,23 @@ def parc(inputs: Inputs, *, max_samples: int = 10000) -> float:
     F -= F.mean(axis=0)
     sd = F.std(axis=0)
     F /= np.where(sd > 10 * np.finfo(np.float64).eps, sd, 1.0)
+    flat = int((np.ptp(F, axis=1) == 0).sum())  # rows whose correlation with any other is undefined
+    if F.shape[1] < 2 or flat:
+        cause = (
+            f"the features have {F.shape[1]} dimension(s), a row correlation needs 2 or more"
+            if F.shape[1] < 2
+            else f"{flat} sample(s) have constant PCA scores (constant features?), their correlations are 0/0"
+        )
+        return _undefined(cause)
     rho = spearman_with_label_rdm(F, y)
     if not np.isfinite(rho):
-        warnings.warn(
-            "parc: every class has a single sample (no same-class pairs); returning nan",
-            TransferabilityWarning,
-            stacklevel=3,
-        )
+        single = (inputs.counts == 1).all()
+        return _undefined("every class has a single sample" if single else "every feature-RDM value is tied")
     return 100.0 * rho
+
+
+def _undefined(cause: str) -> float:
+    warnings.warn(
+        f"parc: {cause}; the score is undefined, returning nan", TransferabilityWarning, stacklevel=4
+    )
+    return float("nan")

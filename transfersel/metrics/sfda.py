@@ -34,13 +34,16 @@ def adaptive_shrinkage(Sw: np.ndarray) -> float:
     ``v`` starts at the row sums ``Sw·1``; each step is ``u = Sw v/‖Sw v‖``, ``v = Sw u/‖Sw u‖``,
     and ``σ̂ = vᵀ Sw u``.
     """
+    peak = float(np.abs(Sw).max())
+    e = np.frexp(peak)[1] if np.isfinite(peak) and peak > 0 else 0
+    Sw = np.ldexp(Sw, -e)  # exact: σ̂ of 2^−e·Sw is 2^−e·σ̂, and the norms below stay in range
     v = Sw.sum(axis=1)
     for _ in range(POWER_ITERATIONS):
         u = Sw @ v
         u /= np.linalg.norm(u)
         v = Sw @ u
         v /= np.linalg.norm(v)
-    sigma = float(v @ Sw @ u)
+    sigma = float(np.ldexp(v @ Sw @ u, e))
     return max(float(np.exp(-SHRINKAGE_RATE * sigma)), SHRINKAGE_FLOOR)
 
 
@@ -129,6 +132,8 @@ def sfda(
         store_mixed_in_input_dtype: round X̃ to the input dtype (the reference's behaviour); False
             keeps it float64 (differs by ≤ 1.5e-9 relative, costs an N×D float64 array).
     """
+    if inputs.scale_unsafe("sfda", why="its shrinkage λ = exp(−5·σ̂) of the top scatter eigenvalue σ̂"):
+        return float("nan")
     if inputs.N - inputs.C < inputs.D:
         warnings.warn(
             f"sfda: N−C < D ({inputs.N}−{inputs.C} < {inputs.D}), the classes are separable and the score "

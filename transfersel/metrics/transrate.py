@@ -34,6 +34,8 @@ def coding_rate(G: np.ndarray, n: int, eps: float) -> float:
 )
 def transrate(inputs: Inputs, *, eps: float = 1e-4) -> float:
     N, D, C = inputs.N, inputs.D, inputs.C
+    if inputs.scale_unsafe("transrate", why=f"eps = {eps:g} in its coding rates"):
+        return float("nan")
     if (inputs.counts < D).sum() * 2 > C:
         warnings.warn(
             f"transrate: most classes have fewer samples than D = {D}; the class terms mostly count "
