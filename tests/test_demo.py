@@ -13,10 +13,10 @@ import yaml
 from conftest import SHARED
 from typer.testing import CliRunner
 
+from transfersel.agreement import read_ground_truth
 from transfersel.cli import app
 from transfersel.data import open_dataset
 from transfersel.demo import DEMO_ZOO, QUICK_MODELS, run_demo
-from transfersel.evaluate import read_ground_truth
 from transfersel.extract import decode
 from transfersel.metrics import list_metrics
 from transfersel.zoo import ModelLoadError, ZooError, load_zoo

@@ -11,10 +11,10 @@ from conftest import REPO, SHARED
 from typer.testing import CliRunner
 
 import transfersel.finetune as ft
+from transfersel.agreement import read_ground_truth
 from transfersel.cli import app
 from transfersel.data import open_dataset
 from transfersel.errors import InputError
-from transfersel.evaluate import read_ground_truth
 from transfersel.finetune import Protocol, RunLog, finetune, split_validation, trainable_tensors
 from transfersel.zoo import load_zoo
 

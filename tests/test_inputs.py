@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from transfersel.errors import InputError, TransferabilityWarning
-from transfersel.metrics import get_metric, list_metrics, score
-from transfersel.metrics._inputs import check_inputs, encode_labels
+from transfersel.metrics import check_inputs, encode_labels, get_metric, list_metrics, score
 
 
 @pytest.fixture

@@ -17,9 +17,11 @@ import pytest
 import yaml
 from conftest import SHARED
 
+from transfersel.agreement import read_ground_truth, weighted_tau
 from transfersel.errors import InputError
-from transfersel.evaluate import read_ground_truth, weighted_tau
-from transfersel.rank import evaluate, load_feature_dir, rank, score_models
+from transfersel.features import load_feature_dir
+from transfersel.rank import evaluate, rank
+from transfersel.scoring import score_models
 
 MODELS = ("resnet20_cifar10", "resnet56_cifar10", "resnet8_cifar10_mlperftiny", "resnet20_random_init")
 DATASETS = ("cifar10", "mnist")

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from transfersel.errors import TransferselError
+from transfersel.features import load_array
 
 app = typer.Typer(
     help="Rank pretrained models by how well they will fine-tune on your data.",
@@ -54,22 +55,6 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def load_array(path: Path, what: str) -> Any:
-    """Memory-map a ``.npy`` file, or raise a one-line error saying what is wrong."""
-    import numpy as np
-
-    from transfersel.errors import InputError
-
-    if not path.is_file():
-        raise InputError(f"{what} file {path} does not exist; pass a .npy file")
-    try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InputError(
-            f"{what} file {path} is not a readable .npy array ({exc}); save it with numpy.save"
-        ) from None
-
-
 @app.command("metrics")
 @user_errors
 def metrics_cmd() -> None:
@@ -102,8 +87,7 @@ def score_cmd(
 
     from rich.table import Table
 
-    from transfersel.metrics import get_metric, list_metrics
-    from transfersel.metrics._inputs import check_inputs
+    from transfersel.metrics import check_inputs, get_metric, list_metrics
 
     X = load_array(features, "features")
     y = load_array(labels, "labels")

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from transfersel.errors import InputError, TransferselError
-from transfersel.rank import Leaderboard
 from transfersel.report import Table
+from transfersel.results import Leaderboard
 
 __all__ = ["DEMO_ZOO", "DemoResult", "default_workdir", "run_demo", "write_digits"]
 
@@ -45,7 +45,7 @@ EMMS_EMBEDDER = "minilm"
 
 def default_workdir() -> Path:
     """``transfersel-demo`` beside the feature cache's default root (``~/.cache/transfersel-demo``)."""
-    from transfersel.store import default_cache_root
+    from transfersel.paths import default_cache_root
 
     return default_cache_root().parent / "transfersel-demo"
 

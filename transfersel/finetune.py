@@ -29,8 +29,8 @@ import numpy as np
 
 from transfersel.data import Dataset
 from transfersel.errors import InputError
-from transfersel.extract import decode, extract, resolve_device
-from transfersel.metrics._linalg import stratified_permutation
+from transfersel.extract import decode, extract, torch_device
+from transfersel.metrics import stratified_permutation
 from transfersel.store import FeatureStore
 from transfersel.zoo import LoadedModel, ModelEntry
 
@@ -346,7 +346,7 @@ def _full_runner(
     def build() -> Runner:
         import torch
 
-        dev = resolve_device(device)
+        dev = torch_device(device)
         images, y = _decode_all(train, entry), torch.as_tensor(train.labels)
         test_images, test_y = _decode_all(test, entry), test.labels
         n_classes = len(train.classes)
@@ -546,7 +546,7 @@ def write_ground_truth(reports: Sequence[FinetuneReport], path: str | Path, *, c
     path = Path(path)
     rows: dict[tuple[str, str], float] = {}
     if path.is_file():
-        from transfersel.evaluate import read_ground_truth
+        from transfersel.agreement import read_ground_truth
 
         for ds, models in read_ground_truth(path).accuracy.items():
             for m, a in models.items():

@@ -24,13 +24,41 @@ from typing import Any
 from transfersel.errors import InputError, TransferabilityWarning
 
 __all__ = [
+    "Inputs",
     "Metric",
     "TransferabilityWarning",
+    "check_float_matrix",
+    "check_inputs",
+    "encode_labels",
     "get_metric",
+    "linalg",
     "list_metrics",
     "register_metric",
+    "resolve_device",
     "score",
+    "stratified_permutation",
 ]
+
+# The public boundary for code outside metrics/: these names are loaded on first use (PEP 562), so that
+# ``import transfersel`` stays cheap. ``linalg`` is the float64 linear-algebra helper module.
+_PUBLIC = {
+    "Inputs": ("_inputs", "Inputs"),
+    "check_inputs": ("_inputs", "check_inputs"),
+    "check_float_matrix": ("_inputs", "_check_float_matrix"),
+    "encode_labels": ("_inputs", "encode_labels"),
+    "linalg": ("_linalg", None),
+    "resolve_device": ("_linalg", "resolve_device"),
+    "stratified_permutation": ("_linalg", "stratified_permutation"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attr = _PUBLIC[name]
+    mod = importlib.import_module(f"{__name__}.{module}")
+    return mod if attr is None else getattr(mod, attr)
+
 
 _REGISTRY: dict[str, Metric] = {}
 _LOADED = False

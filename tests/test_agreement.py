@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from transfersel.errors import InputError
-from transfersel.evaluate import (
+from transfersel.agreement import (
     bootstrap_tau_sd,
     correlate,
     evaluate_scores,
@@ -26,6 +25,7 @@ from transfersel.evaluate import (
     top_k,
     weighted_tau,
 )
+from transfersel.errors import InputError
 
 PUBLISHED = Path("/work/shared/benchmarks/published")
 SELF_CONSISTENT = ("birdsnap", "caltech101", "cars", "cifar10", "cifar100", "sun397")
