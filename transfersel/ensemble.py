@@ -280,8 +280,8 @@ def ensemble_probe_accuracy(
             per-class accuracy when the test classes are imbalanced. Standardisation and PCA are fitted on
             the rows the classifier is fitted on.
     """
-    from transfersel.finetune import accuracy, split_validation
     from transfersel.metrics.linear import fit_logistic, standardised_pca
+    from transfersel.probe import accuracy, split_validation
 
     if not train_features or len(train_features) != len(test_features):
         raise InputError(
