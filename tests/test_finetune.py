@@ -21,6 +21,8 @@ from transfersel.progress import StepProgress
 from transfersel.trainer import trainable_tensors
 from transfersel.zoo import load_zoo
 
+pytestmark = pytest.mark.slow  # real models: `pytest -m 'not slow'` skips this file
+
 ZOO = SHARED / "zoo" / "zoo.yaml"
 CIFAR = SHARED / "datasets" / "cifar10"
 MNIST = SHARED / "datasets" / "mnist"
