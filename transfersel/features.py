@@ -93,10 +93,12 @@ def extract_features(
     cache: PathLike | None,
     device: str,
     notes: list[str],
+    ground_truth: GroundTruth | None = None,
 ) -> tuple[str, list[ModelFeatures]]:
     """Features of every zoo model on ``data`` from the cache, extracting the missing ones.
 
-    Models whose extraction failed are left out with a note.
+    Models whose extraction failed are left out with a note. A ``ground_truth`` that lacks the dataset or one
+    of the models is refused before anything is extracted.
     """
     from transfersel.data import open_dataset
     from transfersel.extract import extract
@@ -105,6 +107,8 @@ def extract_features(
 
     zoo = load_zoo(zoo_path, only=list(only) if only else None)
     dataset = open_dataset(data, split=split, max_per_class=max_per_class, seed=seed)
+    if ground_truth is not None:
+        ground_truth.check_covers(dataset.name, [e.name for e in zoo])
     report = extract(zoo, dataset, store=FeatureStore(cache), device=device)
     for name, why in report.failures.items():
         notes.append(f"{name}: extraction failed ({why}); left out")
@@ -134,6 +138,8 @@ def get_features(
             from transfersel.zoo import load_zoo
 
             order = [e.name for e in load_zoo(models, only=extract_options.get("only"))]
+            if ground_truth is not None:
+                ground_truth.check_covers(dataset, order)
             return dataset, load_feature_dir(features, dataset, models=order)
         feats = load_feature_dir(features, dataset)
         if (
@@ -146,4 +152,4 @@ def get_features(
         raise InputError(
             "pass --models ZOO.yaml (with --data PATH), or --features DIR of precomputed .npy files"
         )
-    return extract_features(models, data, notes=notes, **extract_options)
+    return extract_features(models, data, notes=notes, ground_truth=ground_truth, **extract_options)

@@ -18,6 +18,7 @@ class StepProgress:
 
     def __enter__(self) -> StepProgress:
         if self.enabled:
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._bar = Progress(
@@ -26,6 +27,7 @@ class StepProgress:
                 MofNCompleteColumn(),
                 TimeRemainingColumn(),
                 transient=True,
+                console=Console(stderr=True),  # stdout stays clean for tables and JSON
             )
             self._bar.__enter__()
             self._task = self._bar.add_task(self.title, total=None)

@@ -17,9 +17,16 @@ import numpy as np
 from transfersel.agreement import GroundTruth, read_ground_truth, tau_table
 from transfersel.errors import InputError
 from transfersel.features import ModelFeatures, get_features
-from transfersel.report import ScatterPanel, plot_scatter, plot_scores, write_table
+from transfersel.report import ScatterPanel, check_outputs, plot_scatter, plot_scores, write_table
 from transfersel.results import EnsembleResult, Evaluation, Leaderboard
-from transfersel.scoring import DEFAULT_METRICS, build_leaderboard, leaderboards_from_scores, score_models
+from transfersel.scoring import (
+    DEFAULT_METRICS,
+    MetricPlan,
+    build_leaderboard,
+    leaderboards_from_scores,
+    plan_metrics,
+    score_models,
+)
 
 if TYPE_CHECKING:
     from transfersel.targets import LabelTargets
@@ -41,30 +48,41 @@ def _outputs(out: PathLike | Sequence[PathLike] | None) -> list[Path]:
     return [Path(out)] if isinstance(out, str | Path) else [Path(p) for p in out]
 
 
+def _plan(
+    metrics: Sequence[str], options: dict[str, dict[str, Any]] | None, *, embeddings: bool
+) -> MetricPlan:
+    """Which metrics run, decided (and refused when none can) before any feature is extracted."""
+    return plan_metrics(
+        metrics, available=("logits", *(("label_embeddings",) if embeddings else ())), options=options
+    )
+
+
 def _rank(
     dataset: str,
     feats: list[ModelFeatures],
-    metrics: Sequence[str],
+    plan: MetricPlan,
     gt: GroundTruth | None,
     *,
     normalise: bool,
     notes: list[str],
     device: str,
-    options: dict[str, dict[str, Any]] | None,
     n_boot: int,
     label_embeddings: np.ndarray | None = None,
     targets: np.ndarray | None = None,
+    progress: bool = False,
 ) -> Leaderboard:
+    notes.extend(plan.skipped.values())
     names, scores, seconds = score_models(
         feats,
-        metrics,
+        plan.names,
         device=device,
-        options=options,
+        options=plan.options,
         notes=notes,
         label_embeddings=label_embeddings,
         targets=targets,
+        progress=progress,
     )
-    return build_leaderboard(
+    board = build_leaderboard(
         dataset,
         names,
         [f.model for f in feats],
@@ -72,9 +90,10 @@ def _rank(
         seconds,
         ground_truth=gt,
         normalise=normalise,
-        notes=notes,
+        notes=[n for n in notes if n not in plan.refused],
         n_boot=n_boot,
     )
+    return replace(board, refused=plan.refused)
 
 
 def rank(
@@ -96,13 +115,16 @@ def rank(
     options: dict[str, dict[str, Any]] | None = None,
     n_boot: int = 1000,
     label_targets: LabelTargets | None = None,
+    progress: bool = False,
 ) -> Leaderboard:
     """Rank the models of a zoo on a dataset by one or more transferability metrics.
 
     Args:
         data: an ImageFolder dataset (with ``models``), or the dataset name used in the ``features`` files.
         models: zoo YAML; features come from the cache, extracting what is missing.
-        metrics: metric names, ranked by the first; ``"all"`` = every metric rank can feed.
+        metrics: metric names (``knn:k=5`` sets an option), ranked by the first; ``"all"`` = every metric
+            (:func:`transfersel.scoring.plan_metrics`). A metric that cannot run is left out, listed in
+            ``Leaderboard.refused``; if none can run, nothing is extracted and :class:`InputError` is raised.
         ground_truth: ``dataset,model,accuracy`` CSV: adds accuracies and the §5 statistics per metric.
         features: directory of precomputed ``{model}_{dataset}_feature.npy`` / ``_label.npy`` files.
         normalise: report zoo-relative min–max normalised scores (as NCTI/ETran need).
@@ -112,8 +134,14 @@ def rank(
         n_boot: bootstrap resamples for the sd of τ_w.
         label_targets: what EMMS (and, for per-sample targets, LogME) scores against: embedded class names,
             captions or numbers (:class:`transfersel.targets.LabelTargets`).
+        progress: show a progress bar while scoring.
+
+    Output paths, the ground truth's coverage of the models and the metrics' inputs are checked before any
+    feature is extracted or scored.
     """
     notes: list[str] = []
+    plan = _plan(metrics, options, embeddings=label_targets is not None)
+    check_outputs(_outputs(out), [plot])
     gt = _ground_truth(ground_truth)
     dataset, feats = get_features(
         data,
@@ -143,18 +171,19 @@ def rank(
     board = _rank(
         dataset,
         feats,
-        metrics,
+        plan,
         gt,
         normalise=normalise,
         notes=notes,
         device=device,
-        options=options,
         n_boot=n_boot,
         label_embeddings=E,
         targets=T,
+        progress=progress,
     )
+    appendix = [board.correlation_table()] if board.correlations else []
     for path in _outputs(out):
-        write_table(board.table(), path, **board.to_dict())
+        write_table(board.table(seconds=True), path, appendix=appendix, **board.to_dict())
     if plot is not None:
         key = "normalised" if normalise else "scores"
         plot_scores(
@@ -162,6 +191,7 @@ def rank(
             {m: [getattr(r, key)[m] for r in board.rows] for m in board.metrics},
             plot,
             title=board.table().title,
+            accuracy=[r.accuracy for r in board.rows] if gt is not None else None,
         )
     return board
 
@@ -188,6 +218,7 @@ def evaluate(
     score-vs-accuracy PNG, one panel per dataset, scores zoo-normalised.
     Other keyword arguments are :func:`rank`'s.
     """
+    check_outputs(_outputs(out), [plot])
     gt = _ground_truth(ground_truth)
     if scores is not None:
         boards = leaderboards_from_scores(scores, data, metrics, gt, n_boot=n_boot)
@@ -199,7 +230,9 @@ def evaluate(
         for n in b.notes:
             where.setdefault(n, []).append(b.dataset)
     notes = tuple(n if len(ds) == len(boards) else f"{', '.join(ds)}: {n}" for n, ds in where.items())
-    result = Evaluation(boards, correlations, tau_table(correlations), notes)
+    refused = tuple(dict.fromkeys(r for b in boards for r in b.refused))
+    notes = tuple(n for n in notes if n not in refused)
+    result = Evaluation(boards, correlations, tau_table(correlations), (*refused, *notes), refused)
     for path in _outputs(out):
         extra = {"correlations": [vars(c) for c in correlations], "average": result.tau.average}
         write_table(result.table(), path, **extra)
@@ -211,7 +244,9 @@ def evaluate(
                 (f"{m} τw={by_metric[m]:.2f}", tuple(r.normalised[m] for r in b.rows)) for m in b.metrics
             )
             panels.append(ScatterPanel(b.dataset, tuple(b.models), tuple(r.accuracy for r in b.rows), series))
-        plot_scatter(panels, plot, xlabel="score (zoo-normalised)")
+        plot_scatter(
+            panels, plot, xlabel="score (zoo-normalised)", title="metric score vs fine-tuned accuracy"
+        )
     return result
 
 
@@ -251,7 +286,7 @@ def select_ensemble(
     data: PathLike,
     *,
     k: int = 3,
-    metric: str = "sfda",
+    metric: str = DEFAULT_METRICS[0],
     models: PathLike | None = None,
     ground_truth: PathLike | GroundTruth | None = None,
     features: PathLike | None = None,
@@ -278,6 +313,8 @@ def select_ensemble(
     from transfersel.ensemble import select
 
     notes: list[str] = []
+    plan = _plan([metric], options, embeddings=False)
+    check_outputs(_outputs(out))
     gt = _ground_truth(ground_truth)
     dataset, feats = get_features(
         data,
@@ -298,17 +335,7 @@ def select_ensemble(
             raise InputError(
                 f"{f.model} and {feats[0].model} were extracted on different samples; re-extract both"
             )
-    board = _rank(
-        dataset,
-        feats,
-        [metric],
-        gt,
-        normalise=False,
-        notes=notes,
-        device=device,
-        options=options,
-        n_boot=1000,
-    )
+    board = _rank(dataset, feats, plan, gt, normalise=False, notes=notes, device=device, n_boot=1000)
     name = board.metrics[0]
     ensemble = select(
         [f.model for f in feats],

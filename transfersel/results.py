@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from transfersel.agreement import Correlation, TauTable
-from transfersel.report import Table
+from transfersel.report import Table, render
 
 if TYPE_CHECKING:
     from transfersel.ensemble import Ensemble
@@ -41,16 +41,21 @@ class Leaderboard:
     correlations: tuple[Correlation, ...] = ()
     notes: tuple[str, ...] = ()
     normalise: bool = False
+    refused: tuple[str, ...] = ()  # one line per metric asked for by name that could not run
 
     @property
     def models(self) -> list[str]:
         return [r.model for r in self.rows]
 
-    def table(self) -> Table:
-        """model, then per metric: score (zoo-normalised if ``normalise``), rank, seconds; then accuracy."""
+    def __str__(self) -> str:
+        return render(self.table())
+
+    def table(self, *, seconds: bool = False) -> Table:
+        """model, then per metric: score (zoo-normalised if ``normalise``), rank (and seconds if ``seconds``);
+        then the ground-truth accuracy when given."""
         columns = ["model"]
         for m in self.metrics:
-            columns += [f"{m}_norm" if self.normalise else m, f"{m}_rank", f"{m}_s"]
+            columns += [f"{m}_norm" if self.normalise else m, f"{m}_rank"] + ([f"{m}_s"] if seconds else [])
         gt = any(r.accuracy is not None for r in self.rows)
         if gt:
             columns.append("accuracy")
@@ -58,18 +63,15 @@ class Leaderboard:
         for r in self.rows:
             row: list[Any] = [r.model]
             for m in self.metrics:
-                row += [
-                    r.normalised[m] if self.normalise else r.scores[m],
-                    r.ranks[m],
-                    round(r.seconds[m], 4),
-                ]
+                row += [r.normalised[m] if self.normalise else r.scores[m], r.ranks[m]]
+                row += [round(r.seconds[m], 4)] if seconds else []
             if gt:
                 row.append(r.accuracy)
             rows.append(tuple(row))
         title = f"{self.dataset}: ranked by {self.metrics[0]}" + (
             " (zoo-normalised)" if self.normalise else ""
         )
-        return Table(tuple(columns), tuple(rows), title, self.notes)
+        return Table(tuple(columns), tuple(rows), title, (*self.refused, *self.notes))
 
     def correlation_table(self) -> Table:
         """Per metric: τ_w, Kendall τ, Spearman ρ, Pearson r, rel@1/3, regret@1/3, bootstrap sd of τ_w."""
@@ -133,6 +135,10 @@ class Evaluation:
     correlations: tuple[Correlation, ...]
     tau: TauTable
     notes: tuple[str, ...] = field(default=())
+    refused: tuple[str, ...] = ()  # one line per metric asked for by name that could not run
+
+    def __str__(self) -> str:
+        return render(self.table())
 
     def table(self) -> Table:
         """One row per metric, one column per dataset, then the average over datasets (weighted τ)."""
@@ -155,6 +161,9 @@ class EnsembleResult:
 
     ensemble: Ensemble
     leaderboard: Leaderboard
+
+    def __str__(self) -> str:
+        return render(self.table())
 
     def table(self) -> Table:
         """Pick order: model, score, t, g, objective (+ accuracy) next to the top-k by score alone."""

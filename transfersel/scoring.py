@@ -21,6 +21,7 @@ from transfersel.agreement import GroundTruth, correlate, minmax, read_scores_cs
 from transfersel.errors import InputError, TransferselError
 from transfersel.features import ModelFeatures
 from transfersel.metrics import Metric
+from transfersel.progress import StepProgress
 from transfersel.results import Leaderboard, Row
 
 __all__ = [
@@ -45,11 +46,16 @@ INPUT_HINTS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class MetricPlan:
-    """The metrics to score (in ranking order), their keyword options, and those left out with a reason."""
+    """The metrics to score (in ranking order), their keyword options, and those left out with a reason.
+
+    ``refused`` holds the reasons of metrics asked for by name that cannot run (a caller should say so in
+    its exit status); metrics that ``"all"`` could not run are only in ``skipped``.
+    """
 
     metrics: tuple[Metric, ...]
     options: dict[str, dict[str, Any]]
     skipped: dict[str, str]
+    refused: tuple[str, ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -87,7 +93,7 @@ def plan_metrics(
     hints = {**INPUT_HINTS, **(hints or {})}
     have = set(available)
     merged: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (options or {}).items()}
-    chosen = []
+    chosen, named = [], set()
     for spec in list(specs or ()) or list(DEFAULT_METRICS):
         name, opts = parse_metric(spec)
         if name == "all":
@@ -96,6 +102,7 @@ def plan_metrics(
         metric = get_metric(name)
         merged.setdefault(name, {}).update(opts)
         chosen.append(metric)
+        named.add(name)
     metrics, skipped = [], {}
     for m in dict.fromkeys(chosen):
         unknown = set(merged.get(m.name, {})) - set(m.options)
@@ -113,7 +120,8 @@ def plan_metrics(
             metrics.append(m)
     if not metrics:
         raise InputError("no metric can run: " + "; ".join(skipped.values()))
-    return MetricPlan(tuple(metrics), {k: v for k, v in merged.items() if v}, skipped)
+    refused = tuple(why for name, why in skipped.items() if name in named)
+    return MetricPlan(tuple(metrics), {k: v for k, v in merged.items() if v}, skipped, refused)
 
 
 def _logits_or_none(logits: Any) -> Any:
@@ -130,6 +138,7 @@ def score_models(
     notes: list[str] | None = None,
     label_embeddings: np.ndarray | None = None,
     targets: np.ndarray | None = None,
+    progress: bool = False,
 ) -> tuple[list[str], dict[str, dict[str, float]], dict[str, dict[str, float]]]:
     """Score every model with every metric, sharing one validated input (and its Gram) per model.
 
@@ -138,14 +147,11 @@ def score_models(
     cannot score (e.g. no source logits for LEEP, or a degenerate input it rejects) gets NaN and a note.
     Metric warnings are re-issued prefixed with the model name. ``label_embeddings`` (K, C, D2) feed EMMS;
     per-sample ``targets`` (K, N, D2) (captions, numbers; :mod:`transfersel.targets`) replace the class labels
-    of EMMS and LogME (LogME + F-label).
+    of EMMS and LogME (LogME + F-label). ``progress`` shows a bar over the (model, metric) scores.
 
     Returns:
         ``(metric names, scores[metric][model], seconds[metric][model])``.
     """
-    from transfersel.metrics import check_inputs
-    from transfersel.targets import embeddings_for_labels, per_sample_metric
-
     notes = [] if notes is None else notes
     embeddings = label_embeddings is not None or targets is not None
     plan = plan_metrics(
@@ -155,35 +161,56 @@ def score_models(
     chosen, options, names = plan.metrics, plan.options, plan.names
     scores: dict[str, dict[str, float]] = {n: {} for n in names}
     seconds: dict[str, dict[str, float]] = {n: {} for n in names}
-    for mf in models:
-        logits = _logits_or_none(mf.logits)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            E = None if label_embeddings is None else embeddings_for_labels(label_embeddings, mf.labels)
-            inputs = check_inputs(mf.features, mf.labels, logits=logits, label_embeddings=E, device=device)
-            for metric in chosen:
-                t0 = time.perf_counter()
-                if "logits" in metric.needs and logits is None:
-                    value = math.nan
-                    notes.append(
-                        f"{mf.model}: {metric.name} needs source logits, which this model has none of"
-                    )
-                else:
-                    try:
-                        opts = options.get(metric.name, {})
-                        per_sample = per_sample_metric(metric.name) if targets is not None else None
-                        if per_sample is not None:
-                            value = per_sample(inputs.X, targets, device=device, **opts)
-                        else:
-                            value = metric.compute(inputs, **opts)
-                    except (TransferselError, np.linalg.LinAlgError) as exc:
-                        value = math.nan
-                        notes.append(f"{mf.model}: {metric.name} failed ({exc})")
-                scores[metric.name][mf.model] = value
-                seconds[metric.name][mf.model] = time.perf_counter() - t0
-        for w in caught:
-            warnings.warn_explicit(f"{mf.model}: {w.message}", w.category, w.filename, w.lineno)
+    with StepProgress(progress, "scoring") as bar:
+        bar.start(len(models) * len(chosen))
+        for mf in models:
+            _score_one(mf, chosen, options, scores, seconds, notes, bar, device, label_embeddings, targets)
     return names, scores, seconds
+
+
+def _score_one(
+    mf: ModelFeatures,
+    chosen: Sequence[Metric],
+    options: dict[str, dict[str, Any]],
+    scores: dict[str, dict[str, float]],
+    seconds: dict[str, dict[str, float]],
+    notes: list[str],
+    bar: StepProgress,
+    device: str | None,
+    label_embeddings: np.ndarray | None,
+    targets: np.ndarray | None,
+) -> None:
+    """Every metric on one model, sharing one validated input; fills ``scores``/``seconds`` in place."""
+    from transfersel.metrics import check_inputs
+    from transfersel.targets import embeddings_for_labels, per_sample_metric
+
+    logits = _logits_or_none(mf.logits)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        E = None if label_embeddings is None else embeddings_for_labels(label_embeddings, mf.labels)
+        inputs = check_inputs(mf.features, mf.labels, logits=logits, label_embeddings=E, device=device)
+        for metric in chosen:
+            bar.describe(f"scoring {mf.model}: {metric.name}")
+            t0 = time.perf_counter()
+            if "logits" in metric.needs and logits is None:
+                value = math.nan
+                notes.append(f"{mf.model}: {metric.name} needs source logits, which this model has none of")
+            else:
+                try:
+                    opts = options.get(metric.name, {})
+                    per_sample = per_sample_metric(metric.name) if targets is not None else None
+                    if per_sample is not None:
+                        value = per_sample(inputs.X, targets, device=device, **opts)
+                    else:
+                        value = metric.compute(inputs, **opts)
+                except (TransferselError, np.linalg.LinAlgError) as exc:
+                    value = math.nan
+                    notes.append(f"{mf.model}: {metric.name} failed ({exc})")
+            scores[metric.name][mf.model] = value
+            seconds[metric.name][mf.model] = time.perf_counter() - t0
+            bar.advance()
+    for w in caught:
+        warnings.warn_explicit(f"{mf.model}: {w.message}", w.category, w.filename, w.lineno)
 
 
 def build_leaderboard(
