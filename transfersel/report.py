@@ -287,7 +287,10 @@ def plot_scatter(
         raise InputError("nothing to plot: no dataset has scores and ground truth")
     cols = min(len(panels), 3)
     rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 3.8 * rows), squeeze=False)
+    # constrained layout makes room for the legends outside each panel
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(6.2 * cols, 3.8 * rows), squeeze=False, layout="constrained"
+    )
     for ax, panel in zip(axes.flat, panels, strict=False):
         for i, (label, scores) in enumerate(panel.series):
             pts = [
@@ -307,7 +310,6 @@ def plot_scatter(
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.suptitle(title or "metric score vs fine-tuned accuracy")
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
