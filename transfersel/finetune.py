@@ -87,8 +87,14 @@ def finetune(
             "folders (or two different datasets)"
         )
     report = FinetuneReport(train.name, protocol.mode)
-    linear = _linear_runner(zoo, train, test, protocol, store, device) if protocol.mode == "linear" else None
     with StepProgress(progress, "fine-tuning") as bar:
+        linear = (
+            _linear_runner(zoo, train, test, protocol, store, device, bar)
+            if protocol.mode == "linear"
+            else None
+        )
+        if linear is not None:  # linear runs are short: the bar counts runs (full mode: SGD steps of a run)
+            bar.start(len(zoo) * (len(protocol.grid()) + len(protocol.seeds)))
         for entry in zoo:
             try:
                 if linear is None:
@@ -123,6 +129,8 @@ def _tune(
         nonlocal run
         config = protocol.run_config(hyper, stage=stage, seed=seed)
         key = RunLog.key(train, entry, config)
+        if protocol.mode == "linear":
+            bar.advance()
         if (rec := log.get(key)) is not None:
             report.runs_cached += 1
             return rec["accuracy"]
@@ -161,6 +169,7 @@ def _linear_runner(
     protocol: Protocol,
     store: FeatureStore | None,
     device: str,
+    bar: StepProgress,
 ) -> Callable[[ModelEntry], Callable[[], Runner]]:
     """Features of every model on both splits come from the cache (extracted once, for the whole zoo)."""
     store = store if store is not None else FeatureStore()
@@ -169,6 +178,7 @@ def _linear_runner(
     def features() -> dict[str, Any]:
         if not cached:
             for split, ds in (("train", train), ("test", test)):
+                bar.describe(f"features of {len(zoo)} model(s) on {split} (cached or extracted)")
                 rep = extract(list(zoo), ds, store=store, device=device, progress=False)
                 cached[split] = rep
         return cached
