@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from transfersel.data import open_dataset
-from transfersel.extract import decode, extract, resolve_device
+from transfersel.extract import decode, extract, torch_device
 from transfersel.store import FeatureStore
 from transfersel.zoo import load_zoo
 
@@ -73,7 +73,7 @@ def main() -> None:
     (entry,) = load_zoo(args.zoo, only=[args.model])
     probe = open_dataset(args.data, split="train")
     dataset = open_dataset(args.data, split="train", max_per_class=-(-args.n // len(probe.classes)))
-    dev = resolve_device(args.device)
+    dev = torch_device(args.device)
     print(f"{args.model} on {len(dataset)} images of {dataset.name}, batch {args.batch_size}, {dev}, "
           f"workers {args.workers}, amp {args.amp}, torch threads {torch.get_num_threads()}")  # fmt: skip
     best = {"bare": [0.0, 0.0], "extract": [0.0, 0.0]}  # wall, cpu

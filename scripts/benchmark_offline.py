@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from transfersel.agreement import read_ground_truth, read_scores_csv
 from transfersel.data import open_dataset
 from transfersel.ensemble import ensemble_probe_accuracy, select
-from transfersel.evaluate import read_ground_truth, read_scores_csv
 from transfersel.extract import extract
 from transfersel.finetune import Protocol, finetune, protocol_summary, write_ground_truth
 from transfersel.rank import evaluate, rank

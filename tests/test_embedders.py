@@ -21,6 +21,8 @@ from transfersel.embedders import (
 from transfersel.errors import InputError, TransferabilityWarning
 from transfersel.metrics import get_metric
 
+pytestmark = pytest.mark.slow  # real models: `pytest -m 'not slow'` skips this file
+
 TEXTS = ["a photo of a cat.", "a photo of a dog.", "airplane", "a photo of a cat."]
 LONG = "a long caption about a small grey cat sitting on a wooden table next to a window at dusk"
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import scipy.linalg
 
+from transfersel.agreement import minmax
 from transfersel.ensemble import _Stack, ensemble_probe_accuracy, fisher_features, select, stratified_rows
 from transfersel.errors import InputError
-from transfersel.evaluate import minmax
-from transfersel.metrics._inputs import check_inputs
+from transfersel.metrics import check_inputs
 from transfersel.metrics.sfda import regularised_scatter
 
 

@@ -27,6 +27,8 @@ from transfersel.extract import extract, parse_shard
 from transfersel.store import FeatureStore
 from transfersel.zoo import ModelEntry, load_zoo
 
+pytestmark = pytest.mark.slow  # real models: `pytest -m 'not slow'` skips this file
+
 ZOO = SHARED / "zoo" / "zoo.yaml"
 CIFAR = SHARED / "datasets" / "cifar10"
 SMALL = ["resnet20_cifar10", "resnet32_cifar10", "mobilenetv1_025_128_imagenet"]

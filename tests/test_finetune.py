@@ -10,13 +10,18 @@ import torch
 from conftest import REPO, SHARED
 from typer.testing import CliRunner
 
-import transfersel.finetune as ft
+import transfersel.trainer as trainer
+from transfersel.agreement import read_ground_truth
 from transfersel.cli import app
 from transfersel.data import open_dataset
 from transfersel.errors import InputError
-from transfersel.evaluate import read_ground_truth
-from transfersel.finetune import Protocol, RunLog, finetune, split_validation, trainable_tensors
+from transfersel.finetune import Protocol, RunLog, finetune
+from transfersel.probe import split_validation
+from transfersel.progress import StepProgress
+from transfersel.trainer import trainable_tensors
 from transfersel.zoo import load_zoo
+
+pytestmark = pytest.mark.slow  # real models: `pytest -m 'not slow'` skips this file
 
 ZOO = SHARED / "zoo" / "zoo.yaml"
 CIFAR = SHARED / "datasets" / "cifar10"
@@ -50,7 +55,7 @@ def test_interrupted_run_resumes_without_redoing_finished_configs(cifar_tiny, tm
     zoo = load_zoo(ZOO, only=["resnet8_cifar10_mlperftiny", "resnet20_random_init"])
     protocol = Protocol(mode="full", lrs=(1e-2, 1e-3), steps=5, batch_size=16)
     calls: list[float] = []
-    real_train = ft._train
+    real_train = trainer._train
 
     def interrupted(*args, **kwargs):
         if len(calls) == 2:  # Ctrl-C during the third run (the first model's final retrain)
@@ -58,13 +63,13 @@ def test_interrupted_run_resumes_without_redoing_finished_configs(cifar_tiny, tm
         calls.append(args[4])
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(ft, "_train", interrupted)
+    monkeypatch.setattr(trainer, "_train", interrupted)
     with pytest.raises(KeyboardInterrupt):
         finetune(zoo, train, test, protocol=protocol, log=tmp_path / "runs.jsonl", progress=False)
     assert len(RunLog(tmp_path / "runs.jsonl").records) == 2  # both grid runs of the first model were kept
 
     calls.clear()
-    monkeypatch.setattr(ft, "_train", lambda *a, **k: calls.append(a[4]) or real_train(*a, **k))
+    monkeypatch.setattr(trainer, "_train", lambda *a, **k: calls.append(a[4]) or real_train(*a, **k))
     rep = finetune(zoo, train, test, protocol=protocol, log=tmp_path / "runs.jsonl", progress=False)
     assert rep.runs_cached == 2 and rep.runs_done == 4  # 1 final retrain + 3 runs of the second model
     assert len(calls) == 4
@@ -121,15 +126,15 @@ def test_first_step_leaves_the_backbone_alone_and_clips_the_head(cifar_tiny):
     train, _ = cifar_tiny
     entry = load_zoo(ZOO, only=["resnet8_cifar10_mlperftiny"])[0]
     loaded = entry.load()
-    x = ft._decode_all(train, entry)[:32]
+    x = trainer._decode_all(train, entry)[:32]
     y = torch.as_tensor(train.labels[:32])
     probe = loaded.normalise(x[:4])
     with torch.no_grad():
         before = loaded.forward(probe)[0].clone()
     protocol = Protocol(mode="full", steps=1, batch_size=32, augment=False, grad_clip=0.01)
     lr = 10.0  # large enough that an unclipped step would move the head by far more than the bound
-    cpu, quiet = torch.device("cpu"), ft._Progress(False)
-    head, diverged = ft._train(loaded, x, y, 10, lr, 0.0, 1, protocol, 0, cpu, quiet)
+    cpu, quiet = torch.device("cpu"), StepProgress(False)
+    head, diverged = trainer._train(loaded, x, y, 10, lr, 0.0, 1, protocol, 0, cpu, quiet)
     assert not diverged
     with torch.no_grad():
         torch.testing.assert_close(loaded.forward(probe)[0], before)

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from transfersel.errors import InputError, TransferabilityWarning
-from transfersel.metrics import get_metric, list_metrics, score
-from transfersel.metrics._inputs import check_inputs, encode_labels
+from transfersel.metrics import check_inputs, encode_labels, get_metric, list_metrics, score
 
 
 @pytest.fixture
@@ -122,9 +121,9 @@ def test_cli_score_and_errors(tmp_path, small):
         assert row["score"] == pytest.approx(get_metric("leep")(X, y, logits=L), rel=1e-12)
     np.save(tmp_path / "bad.npy", X[:10])
     for args, message in [
-        (["score", tmp_path / "bad.npy", tmp_path / "y.npy", "-m", "leep"], "features has 10 rows"),
-        (["score", tmp_path / "f.npy", tmp_path / "y.npy", "-m", "leep"], "leep needs logits"),
-        (["score", tmp_path / "missing.npy", tmp_path / "y.npy", "-m", "leep"], "does not exist"),
+        (["score", tmp_path / "bad.npy", tmp_path / "y.npy", "-m", "knn"], "features has 10 rows"),
+        (["score", tmp_path / "f.npy", tmp_path / "y.npy", "-m", "leep"], "leep cannot run: it needs logits"),
+        (["score", tmp_path / "missing.npy", tmp_path / "y.npy", "-m", "knn"], "does not exist"),
     ]:
         r = subprocess.run([*cli, *args], capture_output=True, text=True)
         assert r.returncode == 2, r

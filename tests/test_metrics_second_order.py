@@ -9,8 +9,7 @@ import pytest
 import scipy.linalg
 
 from transfersel.errors import TransferabilityWarning
-from transfersel.metrics import get_metric
-from transfersel.metrics._inputs import check_inputs
+from transfersel.metrics import check_inputs, get_metric
 from transfersel.metrics.sfda import regularised_scatter
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
 from conftest import SHARED
 
 from transfersel.rank import rank
@@ -12,6 +13,7 @@ from transfersel.rank import rank
 MODELS = ["resnet20_cifar10", "resnet8_cifar10_mlperftiny", "resnet20_random_init"]
 
 
+@pytest.mark.slow
 def test_rank_extracts_then_writes_csv_markdown_json_png(tmp_path):
     outs = [tmp_path / "lb.csv", tmp_path / "lb.md", tmp_path / "lb.json"]
     kwargs = dict(

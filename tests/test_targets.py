@@ -27,6 +27,8 @@ from transfersel.targets import (
     text_embeddings_for,
 )
 
+pytestmark = pytest.mark.slow  # real models: `pytest -m 'not slow'` skips this file
+
 CIFAR = SHARED / "datasets" / "cifar10"
 MODELS = ("resnet20_cifar10", "resnet20_random_init")
 PER_CLASS = 15

@@ -105,6 +105,7 @@ def features_agree(got, want):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 
+@pytest.mark.slow
 def test_timm_local_file_through_pretrained_cfg(tmp_path, clothing):
     import timm
     from timm.data import create_transform, resolve_data_config
@@ -129,6 +130,7 @@ def test_timm_local_file_through_pretrained_cfg(tmp_path, clothing):
     assert cf.meta["preprocess"]["size"] == [176, 176] and cf.meta["preprocess"]["interpolation"] == "bicubic"
 
 
+@pytest.mark.slow
 def test_torchvision_local_state_dict(tmp_path, clothing):
     from torchvision import models
 
@@ -151,6 +153,7 @@ def test_torchvision_local_state_dict(tmp_path, clothing):
     features_agree(cf.logits, logits.numpy())  # stored as float32
 
 
+@pytest.mark.slow
 def test_open_clip_custom_config_and_local_checkpoint(tmp_path, clothing):
     import open_clip
 
@@ -176,6 +179,7 @@ def test_open_clip_custom_config_and_local_checkpoint(tmp_path, clothing):
     features_agree(cf.features, want.numpy())
 
 
+@pytest.mark.slow
 def test_timm_file_remaps_old_torchvision_key_names(tmp_path):
     """torchvision's DenseNet files use old key names (``norm.1``); timm's filter remaps them on load."""
     import re

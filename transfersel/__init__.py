@@ -1,7 +1,7 @@
 from transfersel.metrics import get_metric, list_metrics
 
 # Bound here, not lazily: the functions share their names with the modules transfersel.rank /
-# transfersel.evaluate, and importing a submodule later would otherwise rebind the package attribute to the
+# transfersel.rank, and importing that submodule later would otherwise rebind the package attribute to the
 # module. The import is cheap (numpy only; scipy.stats, matplotlib and the metrics load on first use).
 # Import the modules themselves with ``from transfersel.rank import ...``.
 from transfersel.rank import evaluate, rank, select_ensemble

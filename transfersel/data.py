@@ -205,7 +205,7 @@ def _torchvision(name: str, split: str | None) -> Path:
     """Download a torchvision dataset once; write it as ``<cache>/datasets/<name>/<split>/<class>/i.png``."""
     from torchvision import datasets
 
-    from transfersel.store import default_cache_root
+    from transfersel.paths import default_cache_root
 
     cls = getattr(datasets, name, None)
     if cls is None:

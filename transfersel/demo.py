@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from transfersel.errors import InputError, TransferselError
-from transfersel.rank import Leaderboard
 from transfersel.report import Table
+from transfersel.results import Leaderboard
 
 __all__ = ["DEMO_ZOO", "DemoResult", "default_workdir", "run_demo", "write_digits"]
 
@@ -45,7 +45,7 @@ EMMS_EMBEDDER = "minilm"
 
 def default_workdir() -> Path:
     """``transfersel-demo`` beside the feature cache's default root (``~/.cache/transfersel-demo``)."""
-    from transfersel.store import default_cache_root
+    from transfersel.paths import default_cache_root
 
     return default_cache_root().parent / "transfersel-demo"
 
@@ -175,8 +175,8 @@ def _run(work: Path, quick: bool, device: str, progress: bool, say: Callable[[st
     from transfersel.data import open_dataset
     from transfersel.extract import extract
     from transfersel.finetune import Protocol, finetune, protocol_summary, write_ground_truth
-    from transfersel.metrics import list_metrics
     from transfersel.rank import rank
+    from transfersel.scoring import plan_metrics
     from transfersel.store import FeatureStore
     from transfersel.zoo import load_zoo
 
@@ -218,10 +218,9 @@ def _run(work: Path, quick: bool, device: str, progress: bool, say: Callable[[st
     )
     steps.lap("ground_truth")
 
-    metrics = [m.name for m in list_metrics() if set(m.needs) <= {"logits"}]
     targets, emms_hint = _emms_targets()
-    if targets is not None:
-        metrics.append("emms")
+    inputs = ("logits", *(("label_embeddings",) if targets is not None else ()))
+    metrics = plan_metrics(["all"], available=inputs).names  # the one "all" rule rank applies too
     say(f"ranking: {len(metrics)} metrics ({', '.join(metrics)}) on train")
     outputs = (results / "leaderboard.csv", results / "leaderboard.md")
     board = rank(

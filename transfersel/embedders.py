@@ -107,7 +107,7 @@ def get_embedder(spec: str | Embedder, *, device: str = "cpu") -> Embedder:
     if name not in _REGISTRY:
         known = ", ".join(e.name for e in list_embedders())
         raise InputError(f"unknown embedder {name!r} in {spec!r}; known embedders: {known}")
-    from transfersel.metrics._linalg import resolve_device
+    from transfersel.metrics import resolve_device
 
     embedder = _REGISTRY[name].factory(argument or None, device=resolve_device(device))
     embedder.spec = spec
@@ -151,7 +151,7 @@ def cache_root(cache: str | os.PathLike[str] | None) -> Path:
     """``cache``, else the feature store's root (``$TRANSFERSEL_CACHE``, else ``~/.cache/transfersel``)."""
     if cache is not None:
         return Path(cache).expanduser()
-    from transfersel.store import default_cache_root
+    from transfersel.paths import default_cache_root
 
     return default_cache_root()
 

@@ -32,10 +32,10 @@ from typing import Any, Literal
 import numpy as np
 import scipy.linalg
 
+from transfersel.agreement import minmax
 from transfersel.errors import InputError, TransferabilityWarning
-from transfersel.evaluate import minmax
-from transfersel.metrics import _linalg as la
-from transfersel.metrics._inputs import check_inputs, encode_labels
+from transfersel.metrics import check_inputs, encode_labels
+from transfersel.metrics import linalg as la
 
 __all__ = ["Ensemble", "Pick", "ensemble_probe_accuracy", "fisher_features", "select", "stratified_rows"]
 
@@ -280,8 +280,8 @@ def ensemble_probe_accuracy(
             per-class accuracy when the test classes are imbalanced. Standardisation and PCA are fitted on
             the rows the classifier is fitted on.
     """
-    from transfersel.finetune import accuracy, split_validation
     from transfersel.metrics.linear import fit_logistic, standardised_pca
+    from transfersel.probe import accuracy, split_validation
 
     if not train_features or len(train_features) != len(test_features):
         raise InputError(

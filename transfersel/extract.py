@@ -27,7 +27,7 @@ from transfersel.errors import InputError, TransferabilityWarning, TransferselEr
 from transfersel.store import CachedFeatures, EntryWriter, FeatureStore
 from transfersel.zoo import LoadedModel, ModelEntry, Preprocess
 
-__all__ = ["ExtractReport", "decode", "extract", "parse_shard", "resolve_device", "to_8bit"]
+__all__ = ["ExtractReport", "decode", "extract", "parse_shard", "to_8bit", "torch_device"]
 
 
 @dataclass
@@ -59,21 +59,17 @@ def _check_shard(shard: tuple[int, int]) -> None:
         raise InputError(f"shard {i}/{n} is out of range; use i/n with 1 <= i <= n")
 
 
-def resolve_device(device: str) -> Any:
+def torch_device(device: str) -> Any:
+    """The ``torch.device`` for ``device`` by the one rule of :func:`transfersel.metrics.resolve_device`
+    (``auto``: CUDA when visible, else CPU; an explicit name such as ``mps`` or ``cuda:1`` is kept)."""
     import torch
 
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    from transfersel.metrics import resolve_device
+
     try:
-        dev = torch.device(device)
+        return torch.device(resolve_device(device))
     except RuntimeError:
         raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda asked for but no CUDA GPU is visible; use --device cpu or auto")
-    return dev
 
 
 def decode(path: Path, pre: Preprocess) -> Any:
@@ -192,7 +188,7 @@ def extract(
             continue
         groups.setdefault(pre.geometry, []).append((e, pre))
     if groups:
-        dev = resolve_device(device)
+        dev = torch_device(device)
         with _Progress(progress, len(todo), len(dataset)) as bar:
             for members in groups.values():
                 _run_group(members, dataset, store, dev, batch_size, workers, amp, bar, report)

@@ -22,9 +22,12 @@ from transfersel.errors import InputError
 __all__ = [
     "ScatterPanel",
     "Table",
+    "check_outputs",
     "plot_scatter",
     "plot_scores",
+    "render",
     "show",
+    "style",
     "to_csv",
     "to_json",
     "to_markdown",
@@ -139,19 +142,46 @@ def to_json(table: Table, **extra: Any) -> str:
     return json.dumps(_jsonable({**doc, **extra}), indent=2, allow_nan=False) + "\n"
 
 
-def write_table(table: Table, path: str | Path, **extra: Any) -> Path:
+def check_outputs(tables: Sequence[str | Path] = (), figures: Sequence[str | Path | None] = ()) -> None:
+    """Raise :class:`InputError` for an output path whose format is unknown, before any work is done.
+
+    ``tables`` must end in ``.csv``, ``.md`` or ``.json``; ``figures`` (None = not asked for) in ``.png``.
+    """
+    for path in tables:
+        suffix = Path(path).suffix.lower()
+        if suffix not in FORMATS:
+            known = ", ".join(FORMATS)
+            raise InputError(f"cannot write {path}: unknown format {suffix!r}; use one of {known}")
+    for path in figures:
+        if path is not None and Path(path).suffix.lower() != ".png":
+            raise InputError(f"cannot write {path}: figures are PNG files; name it *.png")
+
+
+def write_table(table: Table, path: str | Path, *, appendix: Sequence[Table] = (), **extra: Any) -> Path:
     """Write ``table`` as CSV, Markdown or JSON, chosen by the suffix of ``path``; returns the path.
 
-    ``extra`` adds top-level keys to the JSON form (e.g. the per-metric correlations).
+    ``appendix`` tables follow the main one in Markdown (e.g. the agreement with the ground truth); ``extra``
+    adds top-level keys to the JSON form (e.g. the per-metric correlations).
     """
     path = Path(path)
+    check_outputs([path])
     suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise InputError(f"cannot write {path}: unknown format {suffix!r}; use one of {', '.join(FORMATS)}")
-    text = {".csv": to_csv, ".md": to_markdown}.get(suffix, lambda t: to_json(t, **extra))(table)
+    if suffix == ".md":
+        text = "\n".join(to_markdown(t) for t in (table, *appendix))
+    else:
+        text = to_csv(table) if suffix == ".csv" else to_json(table, **extra)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def render(table: Table, *, width: int = 100) -> str:
+    """``table`` as plain text, as the CLI shows it (for ``print(result)``)."""
+    from rich.console import Console
+
+    console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
+    show(table, console)
+    return console.export_text()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -175,15 +205,35 @@ def _png_path(path: str | Path) -> Path:
     return path
 
 
+# One distinct (colour, marker) per metric: 20 colours of tab20 x 6 markers never repeat for 12+ metrics.
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p")
+
+
+def style(i: int) -> dict[str, Any]:
+    """Colour and marker of the ``i``-th series: distinct for every series of a figure."""
+    import matplotlib
+
+    colours = matplotlib.colormaps["tab20"].colors
+    return {"color": colours[(2 * i) % 20 + (i // 10) % 2], "marker": _MARKERS[i % len(_MARKERS)]}
+
+
 def plot_scores(
-    models: Sequence[str], scores: dict[str, Sequence[float]], path: str | Path, *, title: str = ""
+    models: Sequence[str],
+    scores: dict[str, Sequence[float]],
+    path: str | Path,
+    *,
+    title: str = "",
+    accuracy: Sequence[float | None] | None = None,
 ) -> Path:
-    """Leaderboard figure: one horizontal bar panel per metric, models in the given order, best on top.
+    """Leaderboard figure: one horizontal bar panel per metric, models in the given order, best on top;
+    with ``accuracy`` (the ground truth, aligned with ``models``) a last panel shows it beside the scores.
 
     NaN scores are drawn as an empty bar labelled ``NaN``.
     """
     plt = _pyplot()
     path = _png_path(path)
+    if accuracy is not None:
+        scores = {**scores, "fine-tuned accuracy": [math.nan if a is None else a for a in accuracy]}
     n = len(scores)
     fig, axes = plt.subplots(
         1, n, figsize=(3.2 * n + 2.0, 0.35 * len(models) + 1.4), squeeze=False, sharey=True
@@ -195,7 +245,8 @@ def plot_scores(
         # bars start at 0 for non-negative scores, else a little below the worst so that it stays visible
         lo, hi = (min(finite), max(finite)) if finite else (0.0, 0.0)
         base = 0.0 if lo >= 0 else lo - 0.05 * ((hi - lo) or abs(lo) or 1.0)
-        ax.barh(ypos, [v - base if math.isfinite(v) else 0.0 for v in vals], left=base, color="tab:blue")
+        colour = "tab:green" if metric == "fine-tuned accuracy" else "tab:blue"
+        ax.barh(ypos, [v - base if math.isfinite(v) else 0.0 for v in vals], left=base, color=colour)
         for y, v in zip(ypos, vals, strict=True):
             if not math.isfinite(v):
                 ax.text(base, y, " NaN", va="center", color="tab:red", fontsize=8)
@@ -222,8 +273,11 @@ class ScatterPanel:
     series: tuple[tuple[str, tuple[float, ...]], ...]
 
 
-def plot_scatter(panels: Sequence[ScatterPanel], path: str | Path, *, xlabel: str = "score") -> Path:
-    """Score-vs-accuracy scatter, one panel per dataset, one colour per series; NaN scores are left out.
+def plot_scatter(
+    panels: Sequence[ScatterPanel], path: str | Path, *, xlabel: str = "score", title: str = ""
+) -> Path:
+    """Score-vs-accuracy scatter, one panel per dataset, one colour and marker per series (metric), legends
+    outside the axes; NaN scores are left out.
 
     Model names label the points of the first series.
     """
@@ -233,7 +287,10 @@ def plot_scatter(panels: Sequence[ScatterPanel], path: str | Path, *, xlabel: st
         raise InputError("nothing to plot: no dataset has scores and ground truth")
     cols = min(len(panels), 3)
     rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.8 * rows), squeeze=False)
+    # constrained layout makes room for the legends outside each panel
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(6.2 * cols, 3.8 * rows), squeeze=False, layout="constrained"
+    )
     for ax, panel in zip(axes.flat, panels, strict=False):
         for i, (label, scores) in enumerate(panel.series):
             pts = [
@@ -241,7 +298,7 @@ def plot_scatter(panels: Sequence[ScatterPanel], path: str | Path, *, xlabel: st
                 for s, a, m in zip(scores, panel.accuracy, panel.models, strict=True)
                 if math.isfinite(s)
             ]
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=label, s=18)
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=label, s=22, alpha=0.85, **style(i))
             if i == 0:
                 for s, a, m in pts:
                     ax.annotate(m, (s, a), fontsize=5, xytext=(2, 2), textcoords="offset points")
@@ -249,10 +306,10 @@ def plot_scatter(panels: Sequence[ScatterPanel], path: str | Path, *, xlabel: st
         ax.set_xlabel(xlabel)
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    fig.tight_layout()
+    fig.suptitle(title or "metric score vs fine-tuned accuracy")
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

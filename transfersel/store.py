@@ -46,17 +46,10 @@ from transfersel.cache_check import (
 )
 from transfersel.data import Dataset
 from transfersel.errors import InputError
+from transfersel.paths import default_cache_root
 from transfersel.zoo import ModelEntry
 
-__all__ = ["CachedFeatures", "EntryWriter", "FeatureStore", "default_cache_root"]
-
-
-def default_cache_root() -> Path:
-    """``$TRANSFERSEL_CACHE``, else ``$XDG_CACHE_HOME/transfersel``, else ``~/.cache/transfersel``."""
-    if os.environ.get("TRANSFERSEL_CACHE"):
-        return Path(os.environ["TRANSFERSEL_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "transfersel"
+__all__ = ["CachedFeatures", "EntryWriter", "FeatureStore"]
 
 
 @dataclass

@@ -27,7 +27,7 @@ import numpy as np
 
 from transfersel.embedders import Embedder, embed_texts, stack_channels
 from transfersel.errors import InputError, TransferabilityWarning, TransferselError
-from transfersel.metrics import _linalg as la
+from transfersel.metrics import linalg as la
 
 __all__ = [
     "DEFAULT_TEMPLATE",
@@ -229,7 +229,7 @@ def logme_flabel(
     The evidence needs only the spectrum ``σ`` of ``XᵀX``, ``z² = (Uᵀt)²`` and ``‖t‖² − Σ z²`` per column;
     for N > D ``Uᵀ T = diag(1/s) Vᵀ (Xᵀ T)`` from one Gram and one eigh, for N ≤ D the eigh of ``X Xᵀ``.
     """
-    from transfersel.metrics._inputs import _check_float_matrix
+    from transfersel.metrics import check_float_matrix as _check_float_matrix
     from transfersel.metrics.logme import SINGULAR_VALUE_FLOOR, log_evidence
 
     X = _check_float_matrix(features, "features")

@@ -29,20 +29,30 @@ from typing import Any
 import numpy as np
 
 from transfersel.errors import InputError, TransferabilityWarning
-from transfersel.metrics._inputs import Inputs, check_inputs, reduce_features
+from transfersel.metrics import _linalg as linalg
+from transfersel.metrics._inputs import Inputs, check_inputs, encode_labels, reduce_features
+from transfersel.metrics._inputs import _check_float_matrix as check_float_matrix
+from transfersel.metrics._linalg import resolve_device, stratified_permutation
 from transfersel.metrics._reduce import auto_dim, effective_dim, saturation
 
 __all__ = [
+    "Inputs",
     "Metric",
     "TransferabilityWarning",
     "auto_dim",
+    "check_float_matrix",
+    "check_inputs",
     "effective_dim",
+    "encode_labels",
     "get_metric",
+    "linalg",
     "list_metrics",
     "reduce_features",
     "register_metric",
+    "resolve_device",
     "saturation",
     "score",
+    "stratified_permutation",
 ]
 
 _REGISTRY: dict[str, Metric] = {}

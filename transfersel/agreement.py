@@ -264,31 +264,25 @@ class GroundTruth:
     def datasets(self) -> list[str]:
         return list(self.accuracy)
 
-    def for_models(self, dataset: str, models: Sequence[str]) -> np.ndarray:
-        """Accuracies of ``models`` on ``dataset``, aligned with ``models``.
-
-        Raises :class:`InputError` naming the models that are in the zoo but not in the ground truth, and
-        those in the ground truth but not in the zoo, when the two sets differ.
-        """
+    def check_covers(self, dataset: str, models: Sequence[str]) -> None:
+        """Raise :class:`InputError` unless the ground truth has ``dataset`` and an accuracy for every one of
+        ``models`` (it may hold more models: ranking a subset of them is fine)."""
         if dataset not in self.accuracy:
             raise InputError(
                 f"dataset {dataset!r} is not in the ground truth {self.source}; it has: "
                 f"{', '.join(self.accuracy)}. Name the data folder like the ground truth's dataset column"
             )
-        known = self.accuracy[dataset]
-        missing = [m for m in models if m not in known]
-        extra = [m for m in known if m not in set(models)]
-        if missing or extra:
-            parts = []
-            if missing:
-                parts.append(f"in the zoo but not in the ground truth: {', '.join(missing)}")
-            if extra:
-                parts.append(f"in the ground truth but not in the zoo: {', '.join(extra)}")
+        missing = [m for m in models if m not in self.accuracy[dataset]]
+        if missing:
             raise InputError(
-                f"models of {dataset!r} do not match the ground truth {self.source} ("
-                + "; ".join(parts)
-                + "); make the zoo and the ground-truth file list the same models"
+                f"the ground truth {self.source} has no accuracy on {dataset!r} for: {', '.join(missing)}; "
+                "add them to it, or leave them out with --model"
             )
+
+    def for_models(self, dataset: str, models: Sequence[str]) -> np.ndarray:
+        """Accuracies of ``models`` on ``dataset``, aligned with ``models`` (see :meth:`check_covers`)."""
+        self.check_covers(dataset, models)
+        known = self.accuracy[dataset]
         return np.array([known[m] for m in models], dtype=np.float64)
 
 
