@@ -6,7 +6,12 @@ Adding a metric is adding one module here with one decorated function::
     def sfda(inputs: Inputs, *, shrinkage: float | None = None) -> float: ...
 
 The function receives validated :class:`~transfersel.metrics._inputs.Inputs` and keyword-only options.
-Users call ``get_metric(name)(features, labels, *, logits=None, label_embeddings=None, **options)``.
+Users call ``get_metric(name)(features, labels, *, logits=None, label_embeddings=None, reduce=None, **opts)``.
+
+``reducible=True`` marks a metric built on D×D statistics: the registry applies ``reduce`` (None, an int
+d or "auto", spec selection.md §2) once, centrally, before the function sees the inputs; other metrics
+ignore ``reduce``. ``pool_weights={component: weight}`` marks a pool metric (spec §3): its function returns
+one model's components, and :meth:`Metric.combine` min–max normalises each over the candidate models.
 Third-party packages register metrics through the entry-point group ``transfersel.metrics`` (the entry
 point's object is imported; its ``@register_metric`` decorators do the rest).
 """
@@ -16,19 +21,27 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
+import numpy as np
+
 from transfersel.errors import InputError, TransferabilityWarning
+from transfersel.metrics._inputs import Inputs, check_inputs, reduce_features
+from transfersel.metrics._reduce import auto_dim, effective_dim, saturation
 
 __all__ = [
     "Metric",
     "TransferabilityWarning",
+    "auto_dim",
+    "effective_dim",
     "get_metric",
     "list_metrics",
+    "reduce_features",
     "register_metric",
+    "saturation",
     "score",
 ]
 
@@ -45,14 +58,24 @@ class Metric:
         description: one line: what it measures and its range.
         needs: optional inputs it requires, among ``"logits"`` and ``"label_embeddings"``.
         reference: the implementation whose values it reproduces.
-        fn: the algorithm, ``fn(inputs, **options) -> float``.
+        fn: the algorithm, ``fn(inputs, **options) -> float`` (pool metrics: ``-> dict[str, float]``).
+        reducible: built on D×D statistics; takes ``reduce`` (applied by the registry).
+        pool_weights: for a pool metric, ``((component, weight), ...)`` of :meth:`combine`; empty otherwise.
     """
 
     name: str
     description: str
     needs: tuple[str, ...]
     reference: str
-    fn: Callable[..., float]
+    fn: Callable[..., Any]
+    reducible: bool = False
+    pool_weights: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def pool(self) -> bool:
+        """True for a pool-relative metric (its score depends on the candidate models): use
+        :meth:`components` per model, then :meth:`combine`."""
+        return bool(self.pool_weights)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -68,21 +91,91 @@ class Metric:
         logits: Any = None,
         label_embeddings: Any = None,
         device: str | None = "cpu",
+        reduce: int | str | None = None,
         **options: Any,
     ) -> float:
         """Score ``features`` (N, D) against ``labels`` (N,); higher is better. See the module docs.
 
-        ``device`` ("cpu", "cuda", "auto") is where the float64 Gram products run.
+        ``device`` ("cpu", "cuda", "auto") is where the float64 Gram products run. ``reduce`` (None, d,
+        "auto") projects the centred features on their top-d principal axes first (reducible metrics only).
         """
-        from transfersel.metrics._inputs import check_inputs
-
         inputs = check_inputs(
             features, labels, logits=logits, label_embeddings=label_embeddings, device=device
         )
-        return self.compute(inputs, **options)
+        return self.compute(inputs, reduce=reduce, **options)
 
-    def compute(self, inputs: Any, **options: Any) -> float:
-        """Score already validated :class:`Inputs` (lets several metrics share one Gram)."""
+    def compute(self, inputs: Inputs, *, reduce: int | str | None = None, **options: Any) -> float:
+        """Score already validated :class:`Inputs` (lets several metrics share one Gram and projection)."""
+        if self.pool:
+            raise InputError(
+                f"{self.name} is a pool metric (its score is relative to the candidate models); use "
+                f"get_metric({self.name!r}).components(...) per model and .combine(...), "
+                "or `transfersel rank`"
+            )
+        return float(self._run(inputs, reduce, options))
+
+    def components(
+        self,
+        features: Any,
+        labels: Any,
+        *,
+        device: str | None = "cpu",
+        reduce: int | str | None = None,
+        **options: Any,
+    ) -> dict[str, float]:
+        """One model's sub-scores ``{component: value}`` of a pool metric (in the order of ``pool_weights``).
+
+        Args:
+            features: (N, D) float32/float64; labels: (N,) any sortable hashable values.
+        """
+        inputs = check_inputs(features, labels, device=device)
+        return self.compute_components(inputs, reduce=reduce, **options)
+
+    def compute_components(
+        self, inputs: Inputs, *, reduce: int | str | None = None, **options: Any
+    ) -> dict[str, float]:
+        """:meth:`components` on already validated :class:`Inputs`."""
+        if not self.pool:
+            raise InputError(f"{self.name} is not a pool metric; call it for its score")
+        return {k: float(v) for k, v in self._run(inputs, reduce, options).items()}
+
+    def combine(self, components: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+        """Pool scores ``{model: Σ_k w_k·mm(c_k)}`` from ``{model: components}``, higher is better.
+
+        ``mm(v) = (v − min)/(max − min)`` over the models of this pool; a component equal for every model
+        (max = min, which includes non-finite spreads) carries no ranking information and gives 0 to all.
+        A model with a non-finite component gets NaN. Raises :class:`InputError` for a pool of fewer than
+        two models or a missing component.
+        """
+        if not self.pool:
+            raise InputError(f"{self.name} is not a pool metric; it has no combine()")
+        if len(components) < 2:
+            raise InputError(
+                f"{self.name} is relative to a pool of candidate models; got {len(components)} model(s): "
+                "score at least 2 models together"
+            )
+        models = list(components)
+        total = np.zeros(len(models))
+        for key, weight in self.pool_weights:
+            try:
+                v = np.array([float(components[m][key]) for m in models])
+            except KeyError:
+                raise InputError(f"{self.name}: a model lacks component {key!r}; pass components()") from None
+            finite = v[np.isfinite(v)]
+            spread = float(finite.max() - finite.min()) if finite.size else 0.0
+            if spread == 0:
+                total += np.where(np.isfinite(v), 0.0, np.nan)
+            else:
+                total += weight * (v - finite.min()) / spread
+        return {m: float(t) for m, t in zip(models, total, strict=True)}
+
+    def describe_reduce(self, n: int, d: int, c: int, reduce: int | str | None) -> int | None:
+        """The dimension this metric scores for ``reduce`` on N×D features with C classes, or ``None``
+        when it scores the features as they are (``reduce`` None, d ≥ D, or a metric not built on D×D
+        statistics). State it beside every score."""
+        return effective_dim(reduce, n, d, c) if self.reducible else None
+
+    def _run(self, inputs: Inputs, reduce: int | str | None, options: dict[str, Any]) -> Any:
         unknown = set(options) - set(self.options)
         if unknown:
             known = ", ".join(self.options) or "none"
@@ -90,13 +183,27 @@ class Metric:
                 f"{self.name} has no option {', '.join(sorted(unknown))}; its options are: {known}"
             )
         inputs.require(*self.needs, metric=self.name)
-        return float(self.fn(inputs, **options))
+        if self.reducible:
+            inputs = inputs.reduced(reduce)
+        else:
+            effective_dim(reduce, inputs.N, inputs.D, inputs.C)  # still reject a malformed value
+        return self.fn(inputs, **options)
 
 
 def register_metric(
-    name: str, *, description: str, needs: Iterable[str] = (), reference: str = ""
-) -> Callable[[Callable[..., float]], Callable[..., float]]:
-    """Decorator that registers ``fn(inputs, **options) -> float`` under ``name``."""
+    name: str,
+    *,
+    description: str,
+    needs: Iterable[str] = (),
+    reference: str = "",
+    reducible: bool = False,
+    pool_weights: Mapping[str, float] | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator that registers ``fn(inputs, **options) -> float`` under ``name``.
+
+    ``reducible``: the metric is built on D×D statistics and takes ``reduce``. ``pool_weights``: the
+    function returns ``{component: value}`` and the pool score is ``Σ w·mm(component)``.
+    """
     bad = set(needs) - {"logits", "label_embeddings"}
     if bad:
         raise ValueError(f"unknown metric input(s) {bad}")
@@ -104,7 +211,8 @@ def register_metric(
     def deco(fn: Callable[..., float]) -> Callable[..., float]:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"metric {name!r} is already registered by {_REGISTRY[name].fn.__module__}")
-        _REGISTRY[name] = Metric(name, description, tuple(needs), reference, fn)
+        weights = tuple((k, float(w)) for k, w in (pool_weights or {}).items())
+        _REGISTRY[name] = Metric(name, description, tuple(needs), reference, fn, reducible, weights)
         return fn
 
     return deco
@@ -131,10 +239,11 @@ def get_metric(name: str) -> Metric:
         raise InputError(f"unknown metric {name!r}; known metrics: {', '.join(sorted(_REGISTRY))}") from None
 
 
-def list_metrics() -> list[Metric]:
-    """All registered metrics, sorted by name."""
+def list_metrics(*, pool: bool | None = False) -> list[Metric]:
+    """Registered metrics sorted by name: the plain ones (default), the pool ones (``pool=True``: score
+    them with ``components``/``combine``) or all (``pool=None``)."""
     _load()
-    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+    return [_REGISTRY[k] for k in sorted(_REGISTRY) if pool is None or _REGISTRY[k].pool == pool]
 
 
 def score(
@@ -145,6 +254,7 @@ def score(
     logits: Any = None,
     label_embeddings: Any = None,
     device: str | None = "cpu",
+    reduce: int | str | None = None,
     options: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, float]:
     """Score one feature set with several metrics, validating once and sharing the Gram.
@@ -152,13 +262,12 @@ def score(
     Args:
         features: (N, D) float32/float64 array or tensor; labels: (N,) any hashable values.
         metrics: metric names.
+        reduce: None, d or "auto" for the reducible metrics (one shared projection); the others ignore it.
         options: per-metric keyword options, ``{"nleep": {"seed": 1}}``.
 
     Returns:
         ``{name: score}``, higher is better.
     """
-    from transfersel.metrics._inputs import check_inputs
-
     inputs = check_inputs(features, labels, logits=logits, label_embeddings=label_embeddings, device=device)
     options = options or {}
-    return {m: get_metric(m).compute(inputs, **options.get(m, {})) for m in metrics}
+    return {m: get_metric(m).compute(inputs, reduce=reduce, **options.get(m, {})) for m in metrics}

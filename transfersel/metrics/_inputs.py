@@ -9,7 +9,7 @@ feature set pays for the expensive linear algebra once.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -17,6 +17,7 @@ import numpy as np
 
 from transfersel.errors import InputError, TransferabilityWarning
 from transfersel.metrics import _linalg as la
+from transfersel.metrics._reduce import effective_dim, project
 
 
 def to_numpy(a: Any, name: str) -> np.ndarray:
@@ -96,6 +97,14 @@ class Inputs:
     logits: np.ndarray | None = None
     label_embeddings: np.ndarray | None = None
     device: str = "cpu"
+    _reduced: dict[int, Inputs] = field(default_factory=dict, repr=False, compare=False)
+    _source: Inputs | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def unreduced(self) -> Inputs:
+        """The inputs these were reduced from (``self`` when not reduced): for a component that is
+        defined on the features as they are (ETran's energy)."""
+        return self if self._source is None else self._source
 
     @property
     def N(self) -> int:
@@ -135,6 +144,22 @@ class Inputs:
         d = self.class_means - self.mean
         between = (d.T * self.counts) @ d
         return np.subtract(G, between, out=between)  # one new D×D array, not two
+
+    def reduced(self, reduce: int | str | None) -> Inputs:
+        """These inputs with X replaced by its (N, d) scores on the top-d principal axes (spec §2).
+
+        ``reduce``: None (returns ``self``), a positive int d, or "auto" (:func:`auto_dim`); d ≥ D also
+        returns ``self``. Cached per d, so metrics scored on the same inputs share one projection and one
+        Gram of the projected features. Labels, logits and label embeddings are kept.
+        """
+        d = effective_dim(reduce, self.N, self.D, self.C)
+        if d is None:
+            return self
+        if d not in self._reduced:
+            G = self.centered_gram if self.N >= self.D else None
+            Z = project(self.X, d, mean=self.mean, centered_gram=G)
+            self._reduced[d] = replace(self, X=Z, _reduced={}, _source=self)
+        return self._reduced[d]
 
     def require(self, *names: str, metric: str) -> None:
         """Raise a clear error if an optional input the metric needs is missing."""
@@ -205,3 +230,17 @@ def check_inputs(
         label_embeddings=E,
         device=la.resolve_device(device),
     )
+
+
+def reduce_features(features: Any, d: int | str) -> np.ndarray:
+    """(N, d') float64 scores of ``features`` (N, D) on their top-d principal axes; never mutates them.
+
+    ``d``: a positive int or "auto" (needs labels, so here it is an error); d' = min(d, D, rank).
+    Centred, exact eigendecomposition, each axis signed so that its largest-magnitude loading is positive.
+    """
+    if isinstance(d, str):
+        raise InputError("reduce_features needs an int d; 'auto' depends on the classes: use Inputs.reduced")
+    X = _check_float_matrix(features, "features")
+    k = effective_dim(d, X.shape[0], X.shape[1], 1)
+    mean = X.mean(axis=0, dtype=np.float64)
+    return project(X, X.shape[1] if k is None else k, mean=mean)

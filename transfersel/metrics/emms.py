@@ -132,6 +132,7 @@ def alternate(
 
 @register_metric(
     "emms",
+    reducible=True,
     description="Minus the residual of regressing λ-mixed label embeddings on the features; ≤ 0",
     needs=("label_embeddings",),
     reference="OpenGVLab/Multitask-Model-Selector metrics.py::EMMS",

@@ -35,6 +35,7 @@ def pca_scores(inputs: Inputs, k: int) -> np.ndarray:
 
 @register_metric(
     "gbc",
+    reducible=True,
     description="Gaussian Bhattacharyya coefficient: −(pairwise class overlap) after PCA to 64 dims; ≤ 0",
     reference="google-research stable_transfer/transferability/gbc.py::get_gbc_score (PCA 64, spherical)",
 )

@@ -29,6 +29,7 @@ def _class_term(inputs: Inputs, solve) -> float:
 
 @register_metric(
     "hscore",
+    reducible=True,
     description="H-score tr(cov(X)⁺·cov(E[X|y])): class separation in feature space; ≤ C−1",
     reference="thuml/Transfer-Learning-Library tllib/ranking/hscore.py::h_score",
 )
@@ -73,6 +74,7 @@ def ledoit_wolf(inputs: Inputs) -> tuple[np.ndarray, float]:
 
 @register_metric(
     "hscore_reg",
+    reducible=True,
     description="H-score with a Ledoit–Wolf shrunk feature covariance, scaled by (1 − α); ≥ 0",
     reference="thuml/Transfer-Learning-Library tllib/ranking/hscore.py::regularized_h_score",
 )

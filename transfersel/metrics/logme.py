@@ -6,6 +6,22 @@ evidence depends on the data only through the spectrum ``σ`` of ``XᵀX``, the 
 ``z² = (Uᵀy_c)²`` of the target on the left singular vectors and the residual ``r0 = ‖y_c‖² − Σ z²``
 outside their span, so all classes come from one Gram, one eigh and the class sums ``S = XᵀO``
 (``UᵀO = diag(1/s) VᵀS``): no N×k matrix ``U``.
+
+**N < D (LogME issue #23).** With prior ``w ~ N(0, α⁻¹I_D)`` and noise precision β, the log evidence of a
+target y is ``D/2·log α + N/2·log β − β/2‖y − Xm‖² − α/2‖m‖² − ½ log det A − N/2·log 2π`` with
+``A = αI_D + βXᵀX``. A is D×D: its eigenvalues are ``α + βσ_i`` for all D eigenvalues σ_i of XᵀX, and
+when rank(X) = k < D (always when N < D) the D − k zero ones contribute ``(D − k)·log α``, so
+``log det A = Σ_{i≤k} log(α + βσ_i) + (D − k)·log α``. The same follows from the dual form
+``y ~ N(0, β⁻¹I_N + α⁻¹XXᵀ)``: ``−½ log det(β⁻¹I_N + α⁻¹XXᵀ) = N/2·log α + N/2·log β − ½Σ_{i≤k}
+log(α + βσ_i) − (N − k)/2·log α``, which equals the primal form with the padding (the α-terms both give
+``k/2·log α``). The published fixed-point code sums over the k kept σ only, i.e. it adds
+``(D − k)/2·log α`` to the evidence: a bias that grows with D − k and with α, which rewards wide features
+(on the ``wide_random`` vector, N = 300, D = 512, it turns −0.64 into +2.49). The fixed-point updates of
+α and β use ``γ = Σ βσ_i/(α + βσ_i)``, to which zero eigenvalues add nothing, so only the final evidence
+changes. Issue #23 is therefore right: ``variant="padded"`` pads σ to length D (fixed-point iteration,
+stop at ≤ 1e-3, no ε in the final terms). The function default stays ``"fixed_point"``, the published
+value (the shared test vectors and ``check_metrics.py`` compare the default call with it); the two agree
+whenever rank(X) = D, i.e. for full-rank features with N > D.
 """
 
 from __future__ import annotations
@@ -22,7 +38,7 @@ from transfersel.metrics._inputs import Inputs
 
 MAX_ITERATIONS = 11
 # relative change of t = α/β that stops a column's fixed point (JMLR: ≤ 1e-3; ICML: < 1e-2)
-STOP_RTOL = {"fixed_point": 1e-3, "icml": 1e-2}
+STOP_RTOL = {"fixed_point": 1e-3, "padded": 1e-3, "icml": 1e-2}
 SINGULAR_VALUE_FLOOR = 1e-10  # singular values at or below count as zero (N > D path)
 
 
@@ -33,7 +49,7 @@ def log_evidence(
     N: int,
     D: int,
     *,
-    variant: Literal["fixed_point", "icml"] = "fixed_point",
+    variant: Literal["fixed_point", "padded", "icml"] = "fixed_point",
     epsilon: float = 1e-5,
 ) -> np.ndarray:
     """Per-target maximum log evidence divided by N, for R regression targets at once.
@@ -43,8 +59,9 @@ def log_evidence(
         z2: (k, R) squared projections ``(Uᵀy)²`` of each target column on the k left singular vectors.
         r0: (R,) squared norm of each target outside ``span(U)``: ``‖y‖² − Σ z²``.
         N, D: number of samples and feature dimension (D enters the prior term ``D/2·log α``).
-        variant: "fixed_point" (JMLR'22, stop at ≤ 1e-3) or "icml" (ICML'21, stop at < 1e-2; its
-            log-determinant runs over all D eigenvalues, the D − k missing ones being zero).
+        variant: "fixed_point" (JMLR'22, stop at ≤ 1e-3), "padded" (the same with the log-determinant over
+            all D eigenvalues, the D − k missing ones being zero: the exact evidence, see the module docs)
+            or "icml" (ICML'21, stop at < 1e-2, padded log-determinant, ε in the final terms).
         epsilon: added to both evidence denominators (and, for "icml", to the final terms).
 
     Returns:
@@ -69,13 +86,14 @@ def log_evidence(
             beta[a] = (N - gamma) / (res2[a] + epsilon)
             change = np.abs(alpha[a] / beta[a] - t) / t
             tol = STOP_RTOL[variant]
-            stopped = change <= tol if variant == "fixed_point" else change < tol
+            stopped = change < tol if variant == "icml" else change <= tol
             active[a[stopped]] = False
             if not active.any():
                 break
         logdet = np.log(alpha[None, :] + beta[None, :] * sig).sum(axis=0)
-        if variant == "icml":
+        if variant != "fixed_point":
             logdet += (D - len(sigma)) * np.log(alpha)  # eigenvalues outside the kept spectrum are 0
+        if variant == "icml":
             m2, res2 = m2 + epsilon, res2 + epsilon
         evidence = (
             D / 2 * np.log(alpha)
@@ -124,17 +142,18 @@ def class_spectrum(inputs: Inputs) -> tuple[np.ndarray, np.ndarray]:
 
 @register_metric(
     "logme",
+    reducible=True,
     description="Mean per-class log maximum evidence of a Bayesian linear head; higher is better (≈ −1..3)",
     reference="thuml/LogME LogME.py::LogME (fixed point; variant='icml': _fit_icml, tllib with epsilon=0)",
 )
 def logme(
     inputs: Inputs,
     *,
-    variant: Literal["fixed_point", "icml"] = "fixed_point",
+    variant: Literal["fixed_point", "padded", "icml"] = "fixed_point",
     epsilon: float = 1e-5,
 ) -> float:
     if variant not in STOP_RTOL:
-        raise InputError(f"logme variant must be 'fixed_point' or 'icml', got {variant!r}")
+        raise InputError(f"logme variant must be 'fixed_point', 'padded' or 'icml', got {variant!r}")
     sigma, z2 = class_spectrum(inputs)
     r0 = np.clip(inputs.counts - z2.sum(axis=0), 0.0, None)  # ‖y_c‖² = n_c; roundoff can go below 0
     evidence = log_evidence(sigma, z2, r0, inputs.N, inputs.D, variant=variant, epsilon=epsilon)

@@ -110,6 +110,7 @@ def _confmix(inputs: Inputs, W: np.ndarray, b: np.ndarray, dtype: np.dtype) -> n
 
 @register_metric(
     "sfda",
+    reducible=True,
     description="Self-challenging Fisher discriminant: mean true-class probability of a 2-stage LDA, (0, 1]",
     reference="TencentARC/SFDA metrics.py::SFDA_Score",
 )

@@ -28,6 +28,7 @@ def coding_rate(G: np.ndarray, n: int, eps: float) -> float:
 
 @register_metric(
     "transrate",
+    reducible=True,
     description="TransRate: coding rate of the features minus its class-conditional average (tllib form)",
     reference="thuml/Transfer-Learning-Library tllib/ranking/transrate.py::transrate",
 )
