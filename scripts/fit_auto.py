@@ -35,8 +35,9 @@ import numpy as np
 
 from transfersel.data import open_dataset
 from transfersel.evaluate import correlate, read_ground_truth, read_scores_csv, weighted_tau
-from transfersel.metrics import list_metrics
-from transfersel.metrics.auto import SELECTION_FILE, STANDARDISE, combine, component_scores, parse_component
+from transfersel.metrics import get_metric, list_metrics
+from transfersel.metrics._inputs import check_inputs
+from transfersel.metrics.auto import SELECTION_FILE, STANDARDISE, combine, parse_component, scores_from_inputs
 from transfersel.priors import PRIORS, priors_for_zoo
 from transfersel.store import FeatureStore
 from transfersel.targets import LabelTargets, embeddings_for_labels
@@ -46,16 +47,21 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TRANSFERSEL_SHARED", ROOT.parent / "shared")).resolve()
 DATASETS = ("sign_digits", "clothing", "notmnist", "mnist", "cifar10")
 TRAIN_PER_CLASS = 100
-REDUCIBLE = ("sfda", "logme", "emms", "hscore", "hscore_reg", "transrate", "gbc")
-DIMS = (32, 64, 128)
+DIMS: tuple[int | str, ...] = (32, 64, "auto")  # "auto": the registry's d*(N, D, C) rule
 K_MAX = 4  # the most components auto may combine (fewer when the inner leave-one-out says so)
 
 
-def candidates(dims: tuple[int, ...]) -> list[str]:
-    """Every candidate component: the registered (non-auto) metrics, their PCA-d forms, the priors."""
-    metrics = [m.name for m in list_metrics() if m.name != "auto"]
-    reduced = [f"{m}@{d}" for d in dims for m in REDUCIBLE if m in metrics]
+def candidates(dims: tuple[int | str, ...]) -> list[str]:
+    """Every candidate component: the registered metrics (pool metrics as their pool score), the D×D
+    metrics with ``reduce=d`` for d in ``dims`` (``metric@d``), the priors."""
+    metrics = [m.name for m in list_metrics(pool=None) if m.name != "auto"]
+    reducible = [m.name for m in list_metrics() if m.reducible]
+    reduced = [f"{m}@{d}" for d in dims for m in reducible]
     return [*metrics, *reduced, *PRIORS]
+
+
+def dims(values: list) -> tuple[int | str, ...]:
+    return tuple(v if v == "auto" else int(v) for v in values)
 
 
 def read_components(path: Path) -> dict[str, dict[str, dict[str, float]]]:
@@ -80,31 +86,33 @@ def write_components(path: Path, table: dict[str, dict[str, dict[str, float]]]) 
 
 
 def score_dataset(name: str, zoo, store: FeatureStore, todo: list[str], zoo_priors: dict) -> dict:
-    """``{component: {model: score}}`` for the components ``todo`` on one dataset's cached train features."""
+    """``{component: {model: score}}`` for the components ``todo`` on one dataset's cached train features;
+    a pool metric's component is its pool score (``combine`` over the zoo)."""
     folder = SHARED / "datasets" / name
     ds = open_dataset(folder, split="train", max_per_class=TRAIN_PER_CLASS, seed=0)
     E = None
-    if any(c.split("@")[0] == "emms" for c in todo):
+    metrics = {c: get_metric(parse_component(c)[0]) for c in todo if not c.startswith("prior_")}
+    if any("label_embeddings" in m.needs for m in metrics.values()):
         targets = LabelTargets(embedders=("minilm",), template="a photo of a {}.")
         E, _ = targets.build(folder, split="train", max_per_class=TRAIN_PER_CLASS, seed=0)
+    pools = [c for c, m in metrics.items() if m.pool]
+    plain = [c for c in todo if c not in pools]
     out: dict[str, dict[str, float]] = {c: {} for c in todo}
+    pool_parts: dict[str, dict[str, dict[str, float]]] = {c: {} for c in pools}
     for entry in zoo:
         cf = store.get(ds, entry)
         if cf is None:
-            raise SystemExit(
-                f"{name}/{entry.name}: not in the cache {store.root}; run benchmark_offline features"
-            )
+            raise SystemExit(f"{name}/{entry.name}: not in the cache {store.root}; run benchmark_offline")
+        logits = None if cf.logits is None or cf.logits.shape[-1] == 0 else cf.logits
         emb = None if E is None else embeddings_for_labels(E, cf.labels)
-        got = component_scores(
-            cf.features,
-            cf.labels,
-            todo,
-            logits=cf.logits,
-            label_embeddings=emb,
-            priors=zoo_priors[entry.name],
-        )
-        for c in todo:
+        inputs = check_inputs(cf.features, cf.labels, logits=logits, label_embeddings=emb)
+        got = scores_from_inputs(inputs, plain, priors=zoo_priors[entry.name])
+        for c in plain:
             out[c][entry.name] = got.get(c, math.nan)
+        for c in pools:
+            pool_parts[c][entry.name] = get_metric(c).compute_components(inputs)
+    for c in pools:
+        out[c] = get_metric(c).combine(pool_parts[c])
     return out
 
 
@@ -116,7 +124,7 @@ def phase_components(args: argparse.Namespace, path: Path) -> dict[str, dict[str
         for d, per_metric in read_scores_csv(args.from_scores).items():
             for metric, per_model in per_metric.items():
                 table.setdefault(d, {}).setdefault(metric, dict(per_model))
-    wanted = candidates(tuple(args.dims))
+    wanted = candidates(dims(args.dims))
     zoo_priors = priors_for_zoo(zoo)
     for name in DATASETS:
         have = table.setdefault(name, {})
@@ -184,26 +192,37 @@ def greedy(table: Table, gt, datasets, pool: list[str], how: str, k_max: int) ->
 SEARCH = {"top_k": top_k, "greedy": greedy}
 
 
-def fit(table: Table, gt, datasets: list[str], pool: list[str], k_max: int, search: str = "top_k") -> dict:
-    """Constants fitted on ``datasets`` only: (size k, standardisation) maximising the inner leave-one-out
-    mean τ_w (ties: smaller k, then rank), then the subset of that size on all of ``datasets``."""
-    inner = {}
-    for how in STANDARDISE:
-        per_k = np.zeros(k_max)
-        for held in datasets:
-            rest = [d for d in datasets if d != held]
-            for k, subset in enumerate(SEARCH[search](table, gt, rest, pool, how, k_max)):
-                per_k[k] += mean_tau(table, gt, [held], subset, how) / len(datasets)
-        inner[how] = per_k
-    how, k = max(
-        ((h, k) for h in STANDARDISE for k in range(k_max)),
-        key=lambda hk: (inner[hk[0]][hk[1]], -hk[1], hk[0] == "rank"),
+def fit(
+    table: Table,
+    gt,
+    datasets: list[str],
+    pool: list[str],
+    k_max: int,
+    searches: tuple[str, ...] = tuple(SEARCH),
+) -> dict:
+    """Constants fitted on ``datasets`` only. Every choice is made by an inner leave-one-dataset-out on
+    them: the search (top-k or greedy), the size k ≤ ``k_max`` and the standardisation maximise the mean
+    held-out τ_w (ties: the simpler, i.e. top-k, smaller k, rank); then that search of that size runs on all
+    of ``datasets``."""
+    inner: dict[tuple[str, str], np.ndarray] = {}
+    for search in searches:
+        for how in STANDARDISE:
+            per_k = np.zeros(k_max)
+            for held in datasets:
+                rest = [d for d in datasets if d != held]
+                for k, subset in enumerate(SEARCH[search](table, gt, rest, pool, how, k_max)):
+                    per_k[k] += mean_tau(table, gt, [held], subset, how) / len(datasets)
+            inner[search, how] = per_k
+    search, how, k = max(
+        ((s, h, k) for (s, h) in inner for k in range(k_max)),
+        key=lambda shk: (inner[shk[:2]][shk[2]], shk[0] == "top_k", -shk[2], shk[1] == "rank"),
     )
     subset = SEARCH[search](table, gt, datasets, pool, how, k + 1)[-1]
     return {
         "components": list(subset),
         "standardise": how,
-        "inner_tau": {h: v.round(4).tolist() for h, v in inner.items()},
+        "search": search,
+        "inner_tau": {f"{s}/{h}": v.round(4).tolist() for (s, h), v in inner.items()},
     }
 
 
@@ -292,10 +311,11 @@ def report(args, gt, datasets, pool, outer, final, auto_rows, others, singles, c
         "models; for the mean, the sds combined as independent); rel@1 and regret@1 (accuracy points) of the "
         "top-ranked model.",
         "",
-        "`auto` = equal-weight mean of pool-standardised components. Fit on the training datasets only: the "
-        "components ranked by mean τ_w over those datasets, one form per metric (exact features or its best "
-        f"PCA dimension), the top k kept; k ≤ {K_MAX} and the standardisation (rank or z-score) chosen by an "
-        "inner leave-one-dataset-out on the training datasets (ties: smaller k, rank). The held-out dataset "
+        "`auto` = equal-weight mean of pool-standardised components. Fit on the training datasets only, with "
+        "every choice made by an inner leave-one-dataset-out on them: the search (top-k: the components "
+        "ranked by mean τ_w, one form per metric, i.e. exact features or its best PCA dimension; or greedy "
+        f"forward selection), the number of components k ≤ {K_MAX} and the standardisation (rank or "
+        "z-score); ties go to the simpler choice (top-k, smaller k, rank). The held-out dataset "
         "never enters its own fit; the `auto` row below is held-out values only.",
         "",
         "## Held-out results",
@@ -317,13 +337,13 @@ def report(args, gt, datasets, pool, outer, final, auto_rows, others, singles, c
         "",
         "## Constants chosen per held-out dataset",
         "",
-        "| held out | standardise | components | inner LOO τ_w by size (rank / z) |",
-        "|---|---|---|---|",
+        "| held out | search | standardise | components | inner LOO τ_w for k = 1.. (search/standardise) |",
+        "|---|---|---|---|---|",
     ]
     for d in datasets:
         o = outer[d]
-        inner = " / ".join(",".join(f"{v:.2f}" for v in o["inner_tau"][h]) for h in STANDARDISE)
-        lines.append(f"| {d} | {o['standardise']} | {', '.join(o['components'])} | {inner} |")
+        inner = "; ".join(f"{k}: " + ",".join(f"{v:.2f}" for v in vs) for k, vs in o["inner_tau"].items())
+        lines.append(f"| {d} | {o['search']} | {o['standardise']} | {', '.join(o['components'])} | {inner} |")
     lines += [
         "",
         f"**Final constants** (fitted on all {len(datasets)} datasets, in `transfersel/selection.json` → "
@@ -353,7 +373,12 @@ def main() -> None:
     )
     ap.add_argument("--cache-dir", type=Path, default=ROOT / ".transfersel-cache")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "offline")
-    ap.add_argument("--dims", type=int, nargs="+", default=list(DIMS), help="PCA dimensions to score")
+    ap.add_argument(
+        "--dims",
+        nargs="+",
+        default=list(DIMS),
+        help="reduce values (d or auto) for the D×D metrics",
+    )
     ap.add_argument("--rescore", action="store_true", help="recompute every component")
     ap.add_argument(
         "--from-scores",
@@ -375,7 +400,7 @@ def main() -> None:
     datasets = [d for d in DATASETS if d in gt.accuracy and d in table]
     if len(datasets) < 3:
         sys.exit(f"the ground truth covers {datasets}: leave-one-dataset-out needs at least 3 datasets")
-    names = candidates(tuple(args.dims))
+    names = candidates(dims(args.dims))
     pool = [c for c in names if c != "prior_source_acc"]
     outer = {d: fit(table, gt, [o for o in datasets if o != d], pool, K_MAX) for d in datasets}
     auto_rows = held_out_rows("auto", table, gt, datasets, outer)
@@ -387,15 +412,12 @@ def main() -> None:
     for d in datasets:
         pick = max(pool, key=lambda c: np.mean([tau[c][o] for o in datasets if o != d]))
         loo_best += [r for r in singles[pick] if r.dataset == d]
-    greedy_outer = {
-        d: fit(table, gt, [o for o in datasets if o != d], pool, K_MAX, "greedy") for d in datasets
-    }
-    others = {
-        "best single component, chosen on the other datasets (held out)": loo_best,
-        "greedy subset instead of top-k (held out)": held_out_rows(
-            "greedy", table, gt, datasets, greedy_outer
-        ),
-    }
+    others = {"best single component, chosen on the other datasets (held out)": loo_best}
+    for search in SEARCH:
+        only = {d: fit(table, gt, [o for o in datasets if o != d], pool, K_MAX, (search,)) for d in datasets}
+        others[f"auto restricted to the {search} search (held out)"] = held_out_rows(
+            search, table, gt, datasets, only
+        )
     final = fit(table, gt, datasets, pool, K_MAX)
     runs = args.runs_log or args.ground_truth.with_suffix(".runs.jsonl")
     ceiling = seed_ceiling(runs, datasets) if runs.is_file() else {}

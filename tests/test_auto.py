@@ -115,7 +115,7 @@ def test_standardise_edge_cases():
 def test_parse_component():
     assert parse_component("logme@64") == ("logme", 64)
     assert parse_component("prior_params") == ("prior_params", None)
-    with pytest.raises(InputError, match="positive PCA dimension"):
+    with pytest.raises(InputError, match="PCA dimension d >= 1"):
         parse_component("logme@x")
 
 
@@ -134,3 +134,39 @@ def test_selection_file_errors_name_the_fix(tmp_path):
     bad.write_text(json.dumps({"auto": {"weights": {"knn": -1}}}))
     with pytest.raises(InputError, match="positive"):
         load_config(bad)
+
+
+def test_registered_pool_metric_degrades_and_says_what_it_used(pool_inputs):
+    metric = get_metric("auto")
+    assert metric.pool and list(metric.pool_weights) and "auto" not in {m.name for m in list_metrics()}
+    cfg = load_config()
+    shared = pool_inputs["_shared"]
+    models = {k: p for k, p in pool_inputs.items() if not k.startswith("_")}
+    full = {
+        k: metric.components(
+            p["features"],
+            p["labels"],
+            logits=shared["logits"],
+            label_embeddings=shared["label_embeddings"],
+            priors=p["prior"] | {"prior_input_size": 10.0, "prior_source_acc": 70.0},
+        )
+        for k, p in models.items()
+    }
+    bare = {k: metric.components(p["features"], p["labels"]) for k, p in models.items()}
+    needs_more = {
+        c
+        for c in cfg.components
+        if c.startswith("prior_")
+        and c != "prior_feature_dim"
+        or not c.startswith("prior_")
+        and get_metric(parse_component(c)[0]).needs
+    }
+    assert set(full["cut8"]) == set(cfg.components)
+    assert set(bare["cut8"]) == set(cfg.components) - needs_more
+    got = metric.combine(bare)
+    assert set(got) == set(models) and got.note.startswith("auto used ")
+    assert set(got.used) == set(cfg.components) - needs_more
+    if needs_more:
+        assert "without" in got.note and all(c in got.note for c in needs_more)
+    with pytest.raises(InputError, match="at least 2 models"):
+        metric.combine(dict(list(bare.items())[:1]))

@@ -8,7 +8,13 @@ components, their weights and the standardisation are fitted leave-one-dataset-o
 by ``scripts/fit_auto.py`` and stored in ``transfersel/selection.json`` under ``"auto"``.
 
 Component names: a registered metric (``"logme"``), a metric on the features projected on their top-d
-principal axes (``"logme@64"``: centred, exact PCA, spec §2 ``reduce=d``), or a prior (``"prior_params"``).
+principal axes (``"logme@64"``, the metric with ``reduce=64``, spec §2; ``"logme@auto"``: ``reduce="auto"``),
+or a prior (``"prior_params"``).
+
+Use it like any pool metric: ``get_metric("auto").components(features, labels, logits=...,
+label_embeddings=..., priors=...)`` per model (``priors``: ``{prior_name: value}`` from
+:func:`transfersel.priors.priors`), then ``get_metric("auto").combine({model: components})``, which
+returns a :class:`Combined`: a ``{model: score}`` dict whose ``note`` says which components it used.
 
 Missing inputs degrade gracefully: a component that needs source logits (LEEP, NCE), label embeddings
 (EMMS) or a prior that was not passed is left out, and the weights are renormalised over the rest (per
@@ -28,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from transfersel.errors import InputError
+from transfersel.metrics import register_metric
 
 __all__ = [
     "SELECTION_FILE",
@@ -44,14 +51,17 @@ SELECTION_FILE = Path(__file__).resolve().parents[1] / "selection.json"
 STANDARDISE = ("rank", "z")
 
 
-def parse_component(name: str) -> tuple[str, int | None]:
-    """``"logme@64"`` -> ``("logme", 64)``; ``"logme"`` -> ``("logme", None)``; priors -> ``(name, None)``."""
+def parse_component(name: str) -> tuple[str, int | str | None]:
+    """``"logme@64"`` -> ``("logme", 64)``, ``"logme@auto"`` -> ``("logme", "auto")``, ``"logme"`` ->
+    ``("logme", None)``; priors -> ``(name, None)``. The part after ``@`` is the metric's ``reduce``."""
     metric, sep, d = name.partition("@")
     if not sep:
         return metric, None
+    if d == "auto":
+        return metric, d
     if not d.isdigit() or int(d) < 1:
         raise InputError(
-            f"component {name!r}: the part after '@' must be a positive PCA dimension, e.g. logme@64"
+            f"component {name!r}: the part after '@' must be a PCA dimension d >= 1 or 'auto', e.g. logme@64"
         )
     return metric, int(d)
 
@@ -68,23 +78,32 @@ def component_scores(
 ) -> dict[str, float]:
     """Score one model's ``features`` (N, D) and ``labels`` (N,) on every component in ``names``.
 
-    Inputs are validated once per projection (the exact features, then once per PCA dimension d).
-    Components whose inputs are missing (``logits`` for LEEP/NCE, ``label_embeddings`` (K, C, D2) for EMMS,
-    a prior absent from ``priors``) are left out of the result; NaN means the metric ran but could not score.
-    ``prior_feature_dim`` falls back to ``log2(D)`` of the features.
+    ``logits`` (N, K) and ``label_embeddings`` (K, C, D2) are optional; see :func:`scores_from_inputs`.
 
     Returns:
         ``{component: score}`` for the components that could be computed, in ``names`` order.
     """
-    from transfersel.metrics import get_metric
     from transfersel.metrics._inputs import check_inputs
-    from transfersel.metrics._linalg import pca_exact
 
     logits = None if logits is None or np.asarray(logits).shape[-1] == 0 else logits
-    base = check_inputs(features, labels, logits=logits, label_embeddings=label_embeddings, device=device)
+    inputs = check_inputs(features, labels, logits=logits, label_embeddings=label_embeddings, device=device)
+    return scores_from_inputs(inputs, names, priors=priors)
+
+
+def scores_from_inputs(
+    inputs: Any, names: Sequence[str], *, priors: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """:func:`component_scores` on validated :class:`~transfersel.metrics._inputs.Inputs`.
+
+    ``metric@d`` is the metric with ``reduce=d`` (one projection per d, shared). Components whose inputs
+    are missing (source logits for LEEP/NCE, label embeddings for EMMS, a prior absent from ``priors``) are
+    left out of the result; NaN means the metric ran but could not score. ``prior_feature_dim`` falls back
+    to ``log2(D)`` of the features.
+    """
+    from transfersel.metrics import get_metric
+
     priors = dict(priors or {})
-    priors.setdefault("prior_feature_dim", math.log2(base.D))
-    projected = {None: base}
+    priors.setdefault("prior_feature_dim", math.log2(inputs.D))
     out: dict[str, float] = {}
     for name in names:
         metric, d = parse_component(name)
@@ -93,14 +112,9 @@ def component_scores(
                 out[name] = float(priors[metric])
             continue
         m = get_metric(metric)
-        if any(getattr(base, need) is None for need in m.needs):
+        if any(getattr(inputs, need) is None for need in m.needs):
             continue
-        if d not in projected:
-            Z, _ = pca_exact(base.X, d, mean=base.mean)
-            projected[d] = check_inputs(
-                Z, base.y, logits=logits, label_embeddings=label_embeddings, device=device
-            )
-        out[name] = m.compute(projected[d])
+        out[name] = m.compute(inputs, reduce=d)
     return out
 
 
@@ -229,3 +243,30 @@ def combine(
         if not row.all()
     }
     return Combined(scores, used, missing)
+
+
+def _register() -> None:
+    """Register ``auto`` with the constants of the packaged ``selection.json`` (not at all if it has none)."""
+    try:
+        config = load_config()
+    except InputError:
+        return
+
+    def auto(inputs: Any, *, priors: Mapping[str, float] | None = None) -> dict[str, float]:
+        return scores_from_inputs(inputs, config.components, priors=priors)
+
+    def combiner(components: Mapping[str, Mapping[str, float]]) -> Combined:
+        return combine(components, weights=config.weights, how=config.standardise)
+
+    register_metric(
+        "auto",
+        description="the recommended selector: equal-weight mean of pool-standardised "
+        + ", ".join(config.components)
+        + " (fitted leave one dataset out, selection.json); pool-relative",
+        reference="transfersel scripts/fit_auto.py (benchmarks/offline/AUTO.md)",
+        pool_weights=config.weights,
+        combiner=combiner,
+    )(auto)
+
+
+_register()
