@@ -343,8 +343,9 @@ def report(args, gt, datasets, pool, outer, final, auto_rows, others, singles, c
     lines += [
         "",
         f"Target (issue 13): `auto` ≥ {TARGET:.2f} mean held-out τ_w and above every single component and "
-        f"prior. Measured: {held:.3f} ({held - TARGET:+.3f} from the target); {len(above)} single component(s) "
-        f"score at least as much in hindsight (best: {oracle}, {best:.3f}, chosen knowing every dataset).",
+        f"prior. Measured: {held:.3f} ({held - TARGET:+.3f} from the target); {len(above)} single "
+        f"component(s) score at least as much in hindsight (best: {oracle}, {best:.3f}, chosen knowing "
+        "every dataset).",
         "",
         "`auto` (held out) per dataset, rel@1 / regret@1 (top-1 pick vs the best model): "
         + "; ".join(
