@@ -62,3 +62,23 @@ def test_write_selection_keeps_other_keys(tmp_path):
     doc = json.loads(path.read_text())
     assert doc["reduce"] == {"k": 1} and doc["auto"]["weights"] == {"good": 1.0, "half": 1.0}
     assert "fit_auto.py" in doc["auto"]["command"]
+
+
+def test_seed_ceiling_uses_complete_seed_pairs_only(tmp_path):
+    from transfersel.evaluate import weighted_tau
+
+    acc = {0: [70, 60, 50, 40], 1: [68, 62, 49, 41], 2: [71, 59, 52, 38]}
+    log = tmp_path / "gt.runs.jsonl"
+    rows = [
+        {"dataset": "a", "stage": "test", "seed": s, "model": f"m{i}", "accuracy": v}
+        for s, vals in acc.items()
+        for i, v in enumerate(vals)
+    ]
+    rows.append({"dataset": "a", "stage": "val", "seed": 0, "model": "m0", "accuracy": 1.0})  # not a retrain
+    rows.append(
+        {"dataset": "b", "stage": "test", "seed": 0, "model": "m0", "accuracy": 50.0}
+    )  # seed 1 missing
+    log.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    gt = GroundTruth({"a": {f"m{i}": 1.0 for i in range(4)}, "b": {"m0": 1.0, "m1": 2.0}}, "x")
+    want = np.mean([weighted_tau(acc[i], acc[j]) for i, j in ((0, 1), (0, 2), (1, 2))])
+    assert fit_auto.seed_ceiling(log, gt) == {"a": pytest.approx(want)}
