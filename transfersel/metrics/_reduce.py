@@ -61,6 +61,7 @@ def auto_dim(n: int, d: int, c: int) -> int:
 def effective_dim(reduce: int | str | None, n: int, d: int, c: int) -> int | None:
     """The dimension a metric will score for ``reduce`` on N×D features with C classes.
 
+    ``reduce``: None or "none" (the CLI spelling), a positive int d, or "auto" (:func:`auto_dim`).
     Returns ``None`` when the features are used as they are (``reduce=None``, or ``d ≥ D``).
     Centred data have rank ≤ N − 1, so more axes than that are never kept.
 
