@@ -286,7 +286,8 @@ def write_selection(path: Path, final: dict, gt_path: Path, datasets: list[str],
         "standardise": final["standardise"],
         "fitted_on": {"ground_truth": str(gt_path), "datasets": datasets},
         "held_out_mean_tau_w": round(held_out, 4),
-        "command": f"python scripts/fit_auto.py --ground-truth {gt_path} --cache-dir DIR (see AUTO.md)",
+        "command": f"python scripts/fit_auto.py --ground-truth {gt_path} (reuses benchmarks/offline/"
+        "components.csv; to rescore it from cached features add --cache-dir DIR --rescore)",
     }
     path.write_text(json.dumps(doc, indent=1) + "\n")
 
