@@ -33,10 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+from transfersel.agreement import correlate, read_ground_truth, read_scores_csv, weighted_tau
 from transfersel.data import open_dataset
-from transfersel.evaluate import correlate, read_ground_truth, read_scores_csv, weighted_tau
-from transfersel.metrics import get_metric, list_metrics
-from transfersel.metrics._inputs import check_inputs
+from transfersel.metrics import check_inputs, get_metric, list_metrics
 from transfersel.metrics.auto import SELECTION_FILE, STANDARDISE, combine, parse_component, scores_from_inputs
 from transfersel.priors import PRIORS, priors_for_zoo
 from transfersel.store import FeatureStore

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from transfersel.evaluate import GroundTruth
+from transfersel.agreement import GroundTruth
 
 sys.path.insert(0, str(REPO / "scripts"))
 import fit_auto  # noqa: E402
@@ -65,7 +65,7 @@ def test_write_selection_keeps_other_keys(tmp_path):
 
 
 def test_seed_ceiling_uses_complete_seed_pairs_only(tmp_path):
-    from transfersel.evaluate import weighted_tau
+    from transfersel.agreement import weighted_tau
 
     acc = {0: [70, 60, 50, 40], 1: [68, 62, 49, 41], 2: [71, 59, 52, 38]}
     log = tmp_path / "gt.runs.jsonl"
