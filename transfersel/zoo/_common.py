@@ -24,19 +24,31 @@ def _opt(spec: dict, key: str, kind: type | tuple[type, ...], err: Callable[[str
     return v
 
 
-def _numbers(spec: dict, key: str, n: int | None, err: Callable[[str], ZooError], *, positive: bool) -> None:
+def _numbers(
+    spec: dict,
+    key: str,
+    n: int | None,
+    err: Callable[[str], ZooError],
+    *,
+    positive: bool,
+    integer: bool = False,
+) -> None:
     v = spec.get(key)
     if v is None:
         return
-    ok = isinstance(v, list) and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
+    kind = int if integer else int | float
+    ok = isinstance(v, list) and all(isinstance(x, kind) and not isinstance(x, bool) for x in v)
     ok = ok and (n is None or len(v) == n) and (not positive or all(x > 0 for x in v))
     if not ok:
-        raise err(f"field {key!r} must be a list of {n or 'some'} {'positive ' if positive else ''}numbers")
+        what = f"{n or 'some'} {'positive ' if positive else ''}{'integers' if integer else 'numbers'}"
+        raise err(f"field {key!r} must be a list of {what}, got {_one_line(repr(v))}")
 
 
 def _check_common(spec: dict, err: Callable[[str], ZooError], *, channels: int | None = None) -> None:
     """Optional preprocessing overrides shared by the sources."""
-    _numbers(spec, "input_size", 2, err, positive=True)
+    _numbers(spec, "input_size", 2, err, positive=True, integer=True)
+    if spec.get("input_size") and max(spec["input_size"]) > _MAX_SIDE:
+        raise err(f"field 'input_size' must be at most {_MAX_SIDE} pixels a side, got {spec['input_size']}")
     c = channels or 3
     _numbers(spec, "mean", c, err, positive=False)
     _numbers(spec, "std", c, err, positive=True)
@@ -48,6 +60,7 @@ def _check_common(spec: dict, err: Callable[[str], ZooError], *, channels: int |
         raise err(f"field 'crop_pct' must be in (0, 1], got {crop}")
 
 
+_MAX_SIDE = 8192  # pixels; larger inputs are a typo, and would exhaust memory on the first batch
 _INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -90,7 +103,7 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("", "0", "false", "no")
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: object) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) < 300 else text[:297] + "..."
 
