@@ -239,7 +239,7 @@ def _entry(raw: Any, i: int, zoo_path: Path) -> ModelEntry:
 
 
 MAX_NAME = 200  # characters; the name becomes a cache folder and a file-name part
-MAX_ENTRY_SIZE = 1_000_000  # characters plus items of one entry with YAML aliases expanded (meta.json holds it)
+MAX_ENTRY_SIZE = 1_000_000  # characters + items of one entry, YAML aliases expanded (meta.json holds it)
 
 
 def _check_name(name: Any, where: str) -> None:
@@ -266,9 +266,9 @@ def _check_size(raw: dict, where: str) -> None:
             budget -= 1 + (len(v) if isinstance(v, str | bytes) else 0)
             if budget < 0:
                 raise ZooError(
-                    f"{where}: its fields expand to more than {MAX_ENTRY_SIZE:,} characters with YAML aliases "
-                    f"resolved (at field {repr(key)[:60]}: an alias bomb or a recursive alias?); write the "
-                    "values out, shorter"
+                    f"{where}: its fields expand to more than {MAX_ENTRY_SIZE:,} characters with YAML "
+                    f"aliases resolved (at field {repr(key)[:60]}: an alias bomb or a recursive alias?); "
+                    "write the values out, shorter"
                 )
             if isinstance(v, dict):
                 stack.extend(v.keys())
