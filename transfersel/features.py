@@ -70,6 +70,11 @@ def load_feature_dir(
     Arrays are memory-mapped, never loaded whole.
     """
     directory = Path(directory)
+    if directory.is_file():
+        raise InputError(
+            f"feature directory {directory} is a file; pass the folder of {{model}}_{dataset}_feature.npy"
+            " and _label.npy files (one features file: transfersel score FEATURES.npy LABELS.npy)"
+        )
     if not directory.is_dir():
         raise InputError(f"feature directory {directory} does not exist; pass a folder of .npy files")
     suffix = f"_{dataset}_feature.npy"

@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from transfersel.errors import TransferselError
+from transfersel.errors import InputError, TransferselError
+from transfersel.paths import read_text
 
 __all__ = [
     "LoadedModel",
@@ -186,10 +187,12 @@ def load_zoo(path: str | Path, *, only: Sequence[str] | None = None) -> list[Mod
     """Read and validate a zoo YAML file; ``only`` keeps the named entries (in zoo order)."""
     _load()
     path = Path(path)
-    if not path.is_file():
-        raise ZooError(f"zoo file {path} does not exist; pass a YAML list of model entries")
     try:
-        doc = yaml.safe_load(path.read_text())
+        text = read_text(path, "zoo", "a YAML list of model entries")
+    except InputError as exc:
+        raise ZooError(str(exc)) from None
+    try:
+        doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ZooError(f"zoo file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
     if isinstance(doc, dict) and "models" in doc:
