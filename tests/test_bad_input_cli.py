@@ -281,3 +281,24 @@ def test_non_utf8_class_names_file(tmp_path):
     names.write_bytes(b"caf\xe9\nbar\n")
     one_error(run("embed", "--classes", names, "--embedder", "minilm", "-o", tmp_path / "e.npy"),
               "classes file", "is not UTF-8 text (byte 3)", "saved as UTF-8")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kind", "needles"),
+    [
+        ("binary", ["zoo file", "is not UTF-8 text", "pass a YAML list of model entries, saved as UTF-8"]),
+        ("directory", ["zoo path", "is a directory; pass a file: a YAML list of model entries"]),
+    ],
+)
+def test_zoo_file_that_is_binary_or_a_directory(tmp_path, kind, needles):
+    path = tmp_path / "zoo.yaml"
+    if kind == "binary":
+        path.write_bytes(bytes(range(128, 256)) * 4)
+    else:
+        path.mkdir()
+    one_error(run("zoo", path), *needles)
+
+
+def test_features_option_given_a_file(arrays):
+    one_error(run("rank", "--data", "d", "--features", arrays / "f.npy"), "feature directory",
+              "is a file; pass the folder of {model}_d_feature.npy", "transfersel score")  # fmt: skip
