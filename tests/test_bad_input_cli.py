@@ -302,3 +302,46 @@ def test_zoo_file_that_is_binary_or_a_directory(tmp_path, kind, needles):
 def test_features_option_given_a_file(arrays):
     one_error(run("rank", "--data", "d", "--features", arrays / "f.npy"), "feature directory",
               "is a file; pass the folder of {model}_d_feature.npy", "transfersel score")  # fmt: skip
+
+
+class ConnectError(Exception):
+    """Named like httpx's: the hub client's "cannot connect" error."""
+
+
+def test_after_the_first_network_failure_the_rest_fail_fast_and_quietly(no_network, monkeypatch, capfd):
+    import logging
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(_common, "_probe", lambda: None)  # the probe says the network is up
+    calls = []
+
+    def build():
+        calls.append(constants.HF_HUB_OFFLINE)
+        logging.getLogger("huggingface_hub.utils._http").warning("Retrying in 8s [Retry 4/5].")
+        logging.error("Failed to download weights")  # open_clip logs on the root logger
+        raise RuntimeError("download failed") from ConnectError("[Errno -2] Name or service not known")
+
+    handlers = list(logging.root.handlers)
+    with pytest.raises(ModelLoadError, match=r"the network is unreachable \(\[Errno -2\] Name or service"):
+        _common._from_hub("timm model a", "add 'file: w.pth' to the zoo entry", build)
+    with pytest.raises(ModelLoadError, match="unreachable .*; to run offline, add 'file: w.pth' to the zoo"):
+        _common._from_hub("torchvision model b", "add 'file: w.pth' to the zoo entry", build, uncached=True)
+    with pytest.raises(ModelLoadError, match="timm model c: weights are not in the local cache"):
+        _common._from_hub("timm model c", "add 'file: w.pth' to the zoo entry", build)
+    assert calls == [False, True]  # b never tried; c read only the hub cache (no retries)
+    assert constants.HF_HUB_OFFLINE is False and logging.root.handlers == handlers
+    assert "Retry" not in capfd.readouterr().err
+
+
+def test_a_non_network_hub_failure_is_reported_as_it_is(no_network, monkeypatch):
+    monkeypatch.setattr(_common, "_probe", lambda: None)
+
+    def build():
+        raise ValueError("state dict has unexpected key 'fc.bias'")
+
+    with pytest.raises(
+        ModelLoadError, match="timm model a could not be built \\(state dict has unexpected key"
+    ):
+        _common._from_hub("timm model a", "add 'file: w.pth' to the zoo entry", build)
+    assert _common._NET["down"] is None
