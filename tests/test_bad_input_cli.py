@@ -345,3 +345,13 @@ def test_a_non_network_hub_failure_is_reported_as_it_is(no_network, monkeypatch)
     ):
         _common._from_hub("timm model a", "add 'file: w.pth' to the zoo entry", build)
     assert _common._NET["down"] is None
+
+
+EXTRACT_MNIST = ["extract", "--models", SHARED / "zoo" / "zoo.yaml", "--data", SHARED / "datasets" / "mnist"]
+
+
+@pytest.mark.parametrize("command", [["cache", "ls"], EXTRACT_MNIST], ids=["cache_ls", "extract"])
+def test_cache_dir_that_is_a_file(arrays, command):
+    one_error(
+        run(*command, "--cache-dir", arrays / "f.npy"), "cache folder", "is a file; pass --cache-dir a folder"
+    )
