@@ -17,6 +17,7 @@ NaN scores (a metric that could not score a model) are ranked last, as ``-inf`` 
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from transfersel.errors import InputError
+from transfersel.paths import read_text
 
 __all__ = [
     "Correlation",
@@ -288,13 +290,12 @@ class GroundTruth:
 
 def _read_comment_csv(path: Path, required: Sequence[str], what: str) -> list[tuple[int, dict[str, str]]]:
     """Rows of a CSV whose leading ``#`` lines are comments, with their line numbers; checks the header."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{what} file {path} does not exist; pass a CSV with columns {','.join(required)}")
-    with path.open(newline="", encoding="utf-8") as fh:
-        lines = [
-            (i, line) for i, line in enumerate(fh, 1) if line.strip() and not line.lstrip().startswith("#")
-        ]
+    text = read_text(path, what, f"a CSV with the header {','.join(required)}")
+    lines = [
+        (i, line)
+        for i, line in enumerate(io.StringIO(text, newline=""), 1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     if not lines:
         raise InputError(f"{what} file {path} is empty; it needs a header {','.join(required)} and rows")
     reader = csv.DictReader(line for _, line in lines)
@@ -306,7 +307,16 @@ def _read_comment_csv(path: Path, required: Sequence[str], what: str) -> list[tu
             f"{what} file {path} lacks column(s) {', '.join(absent)} (header: {','.join(header)}); "
             f"its header must be {','.join(required)}"
         )
-    return [(lineno, row) for (lineno, _), row in zip(lines[1:], reader, strict=True)]
+    rows = [(lineno, row) for (lineno, _), row in zip(lines[1:], reader, strict=True)]
+    if not rows:
+        raise InputError(f"{what} file {path} has a header but no rows; add one row per {','.join(required)}")
+    for lineno, row in rows:
+        if lacking := [c for c in required if row.get(c) is None]:
+            raise InputError(
+                f"{path}:{lineno}: the row has no value for {', '.join(lacking)}; fill in every column of "
+                f"{','.join(header)}"
+            )
+    return rows
 
 
 def read_ground_truth(path: str | Path) -> GroundTruth:

@@ -34,14 +34,31 @@ class ModelFeatures:
 
 def load_array(path: Path, what: str) -> Any:
     """Memory-map a ``.npy`` file, or raise a one-line error saying what is wrong."""
+    if path.is_dir():
+        raise InputError(f"{what} path {path} is a directory; pass one .npy file (saved with numpy.save)")
     if not path.is_file():
         raise InputError(f"{what} file {path} does not exist; pass a .npy file")
+    with open(path, "rb") as f:
+        head = f.read(len(_NPY_MAGIC))
+    if head != _NPY_MAGIC:
+        kind = "it is empty" if not head else "no .npy header"
+        raise InputError(
+            f"{what} file {path} is not a NumPy .npy file ({kind}); save the array with numpy.save "
+            "(a CSV or text file: numpy.loadtxt, then numpy.save)"
+        )
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, EOFError) as exc:
+        if "mmap length" in str(exc):
+            raise InputError(f"{what} file {path} is truncated (shorter than its .npy header says); save it "
+                             "again with numpy.save") from None
         raise InputError(
-            f"{what} file {path} is not a readable .npy array ({exc}); save it with numpy.save"
+            f"{what} file {path} is not a readable .npy array ({' '.join(str(exc).split())}); save it with "
+            "numpy.save (numeric data, not objects)"
         ) from None
+
+
+_NPY_MAGIC = b"\x93NUMPY"
 
 
 def load_feature_dir(
@@ -53,6 +70,11 @@ def load_feature_dir(
     Arrays are memory-mapped, never loaded whole.
     """
     directory = Path(directory)
+    if directory.is_file():
+        raise InputError(
+            f"feature directory {directory} is a file; pass the folder of {{model}}_{dataset}_feature.npy"
+            " and _label.npy files (one features file: transfersel score FEATURES.npy LABELS.npy)"
+        )
     if not directory.is_dir():
         raise InputError(f"feature directory {directory} does not exist; pass a folder of .npy files")
     suffix = f"_{dataset}_feature.npy"

@@ -108,6 +108,10 @@ class FeatureStore:
 
     def __init__(self, root: Path | str | None = None) -> None:
         self.root = Path(root).expanduser() if root is not None else default_cache_root()
+        if self.root.exists() and not self.root.is_dir():
+            raise InputError(
+                f"cache folder {self.root} is a file; pass --cache-dir a folder (it is created if missing)"
+            )
 
     # --- addressing -----------------------------------------------------------------------------
     def dataset_dir(self, dataset: Dataset) -> Path:

@@ -16,6 +16,7 @@ embeddings as real-valued regression targets, one evidence per embedding column,
 from __future__ import annotations
 
 import csv
+import io
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ import numpy as np
 from transfersel.embedders import Embedder, embed_texts, stack_channels
 from transfersel.errors import InputError, TransferabilityWarning, TransferselError
 from transfersel.metrics import linalg as la
+from transfersel.paths import read_text
 
 __all__ = [
     "DEFAULT_TEMPLATE",
@@ -61,10 +63,7 @@ def class_names(source: Any, *, classes_file: PathLike | None = None, humanise: 
         humanise: folder names ``apple_pie`` → ``apple pie`` (files are used verbatim).
     """
     if classes_file is not None:
-        try:
-            lines = Path(classes_file).read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise InputError(f"cannot read the classes file {classes_file} ({exc.strerror})") from None
+        lines = read_text(classes_file, "classes", "a text file with one class name per line").splitlines()
         names = [line.strip() for line in lines if line.strip()]
         if len(names) < 2:
             raise InputError(f"{classes_file} lists {len(names)} class name(s); write one name per line")
@@ -102,18 +101,13 @@ def _read_columns(
     path: PathLike, columns: Sequence[str], *, key_column: str | None, keys: Sequence[str] | None
 ) -> list[list[str]]:
     """Cells of ``columns`` per row: in file order, or ordered by ``keys`` via ``key_column``."""
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            header = reader.fieldnames or []
-            missing = [c for c in [*columns, *([key_column] if key_column else [])] if c not in header]
-            if missing:
-                raise InputError(
-                    f"{path} has no column {', '.join(missing)}; its columns: {', '.join(header)}"
-                )
-            rows = list(reader)
-    except OSError as exc:
-        raise InputError(f"cannot read the targets file {path} ({exc.strerror})") from None
+    text = read_text(path, "targets", "a CSV with a header row and one row per sample")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = reader.fieldnames or []
+    missing = [c for c in [*columns, *([key_column] if key_column else [])] if c not in header]
+    if missing:
+        raise InputError(f"{path} has no column {', '.join(missing)}; its columns: {', '.join(header)}")
+    rows = list(reader)
     if not rows:
         raise InputError(f"{path} has no data rows")
     if key_column is not None and keys is not None:

@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from transfersel.errors import TransferselError
+from transfersel.errors import InputError, TransferselError
+from transfersel.paths import read_text
 
 __all__ = [
     "LoadedModel",
@@ -186,10 +187,12 @@ def load_zoo(path: str | Path, *, only: Sequence[str] | None = None) -> list[Mod
     """Read and validate a zoo YAML file; ``only`` keeps the named entries (in zoo order)."""
     _load()
     path = Path(path)
-    if not path.is_file():
-        raise ZooError(f"zoo file {path} does not exist; pass a YAML list of model entries")
     try:
-        doc = yaml.safe_load(path.read_text())
+        text = read_text(path, "zoo", "a YAML list of model entries")
+    except InputError as exc:
+        raise ZooError(str(exc)) from None
+    try:
+        doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ZooError(f"zoo file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
     if isinstance(doc, dict) and "models" in doc:
@@ -215,10 +218,10 @@ def _entry(raw: Any, i: int, zoo_path: Path) -> ModelEntry:
     where = f"{zoo_path.name} entry #{i + 1}"
     if not isinstance(raw, dict):
         raise ZooError(f"{where} must be a mapping with at least 'name' and 'source'")
-    name = raw.get("name")
-    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
-        raise ZooError(f"{where}: field 'name' must be a non-empty string without '/'")
+    _check_name(raw.get("name"), where)
+    name = raw["name"]
     where = f"{zoo_path.name} entry {name!r}"
+    _check_size(raw, where)
     if "source" not in raw:
         raise ZooError(f"{where}: field 'source' is missing; use one of {', '.join(sorted(_SOURCES))}")
     src = raw["source"]
@@ -236,6 +239,45 @@ def _entry(raw: Any, i: int, zoo_path: Path) -> ModelEntry:
 
     source.validate(spec, err)
     return ModelEntry(name, src, spec)
+
+
+MAX_NAME = 200  # characters; the name becomes a cache folder and a file-name part
+MAX_ENTRY_SIZE = 1_000_000  # characters + items of one entry, YAML aliases expanded (meta.json holds it)
+
+
+def _check_name(name: Any, where: str) -> None:
+    """A model name is a cache folder and a table key: a short, printable, single path component."""
+    rule = f"use at most {MAX_NAME} printable characters, without '/', '\\' or a leading '.'"
+    if not isinstance(name, str) or not name.strip():
+        raise ZooError(f"{where}: field 'name' must be a non-empty string; {rule}")
+    shown = repr(name[:40] + ("..." if len(name) > 40 else ""))
+    if len(name) > MAX_NAME:
+        raise ZooError(f"{where}: model name {shown} is {len(name)} characters long; {rule}")
+    if any(not c.isprintable() for c in name):
+        raise ZooError(f"{where}: model name {shown} holds a control character (NUL, newline, ...); {rule}")
+    if "/" in name or "\\" in name or name.startswith("."):
+        raise ZooError(f"{where}: model name {shown} is not a single path component; {rule}")
+
+
+def _check_size(raw: dict, where: str) -> None:
+    """Refuse an entry whose fields, YAML aliases expanded, exceed :data:`MAX_ENTRY_SIZE` (an alias bomb)."""
+    budget = MAX_ENTRY_SIZE
+    for key, value in raw.items():
+        stack = [key, value]
+        while stack:  # iterative: a recursive alias must not hit the recursion limit
+            v = stack.pop()
+            budget -= 1 + (len(v) if isinstance(v, str | bytes) else 0)
+            if budget < 0:
+                raise ZooError(
+                    f"{where}: its fields expand to more than {MAX_ENTRY_SIZE:,} characters with YAML "
+                    f"aliases resolved (at field {repr(key)[:60]}: an alias bomb or a recursive alias?); "
+                    "write the values out, shorter"
+                )
+            if isinstance(v, dict):
+                stack.extend(v.keys())
+                stack.extend(v.values())
+            elif isinstance(v, list | tuple | set):
+                stack.extend(v)
 
 
 def _looks_like_path(v: str) -> bool:

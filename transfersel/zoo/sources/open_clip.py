@@ -9,7 +9,7 @@ from typing import Any
 from transfersel.zoo._common import (
     _center_preprocess,
     _check_common,
-    _hub_error,
+    _from_hub,
     _need,
     _one_line,
     _opt,
@@ -79,14 +79,19 @@ class OpenClipSource:
         name, pretrained = spec["model"], spec.get("pretrained")
         if pretrained and "/" in pretrained and not Path(pretrained).is_file():
             raise ModelLoadError(f"open_clip checkpoint {pretrained} does not exist; fix 'pretrained'")
-        try:
-            model = open_clip.create_model(name, pretrained=pretrained)
-        except Exception as exc:
-            if pretrained and "/" in pretrained:
+        if pretrained and "/" not in pretrained:  # a tag: weights from the hub (or its cache)
+            model = _from_hub(
+                f"open_clip model {name} ({pretrained})",
+                "set 'pretrained: /path/to/open_clip_pytorch_model.bin' in the zoo entry",
+                lambda: open_clip.create_model(name, pretrained=pretrained),
+            )
+        else:
+            try:
+                model = open_clip.create_model(name, pretrained=pretrained)
+            except Exception as exc:
                 raise ModelLoadError(
-                    f"open_clip could not load {name} from {pretrained} ({_one_line(exc)})"
+                    f"open_clip could not build {name} from {pretrained or 'random init'} ({_one_line(exc)})"
                 ) from None
-            raise _hub_error(f"open_clip model {name} ({pretrained})", exc) from None
         visual = model.visual.eval()  # the text tower is not needed
 
         def forward(x: Any) -> tuple[Any, Any]:

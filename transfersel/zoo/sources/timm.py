@@ -9,7 +9,7 @@ from typing import Any
 from transfersel.zoo._common import (
     _center_preprocess,
     _check_common,
-    _hub_error,
+    _from_hub,
     _need,
     _one_line,
     _opt,
@@ -60,15 +60,20 @@ class TimmSource:
         name, file = spec["model"], spec.get("file")
         if file and not Path(file).is_file():
             raise ModelLoadError(f"weight file {file} does not exist; fix 'file' in the zoo entry")
-        overlay = {"file": file} if file else None
-        try:
-            model = timm.create_model(
-                name, pretrained=spec.get("pretrained", True), pretrained_cfg_overlay=overlay
-            )
-        except Exception as exc:
-            if file:
+        pretrained = spec.get("pretrained", True)
+        if file:
+            try:
+                model = timm.create_model(name, pretrained=pretrained, pretrained_cfg_overlay={"file": file})
+            except Exception as exc:
                 raise ModelLoadError(f"timm could not load {name} from {file} ({_one_line(exc)})") from None
-            raise _hub_error(f"timm model {name}", exc) from None
+        elif pretrained:
+            model = _from_hub(
+                f"timm model {name}",
+                "add 'file: /path/to/weights.pth' to the zoo entry",
+                lambda: timm.create_model(name, pretrained=True),
+            )
+        else:
+            model = timm.create_model(name, pretrained=False)
         model.eval()
 
         def forward(x: Any) -> tuple[Any, Any]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from transfersel.zoo._common import _check_common, _hub_error, _need, _one_line, _opt, _overlay
+from transfersel.zoo._common import _check_common, _from_hub, _need, _one_line, _opt, _overlay
 from transfersel.zoo.registry import LoadedModel, ModelLoadError, Preprocess, ZooError, register_source
 
 
@@ -63,10 +64,16 @@ class TorchvisionSource:
 
         name, file = spec["model"], spec.get("file")
         weights, _ = TorchvisionSource._weights(spec)
-        try:
-            model = models.get_model(name, weights=weights)
-        except Exception as exc:
-            raise _hub_error(f"torchvision model {name} ({weights})", exc) from None
+        if weights is None:
+            model = models.get_model(name, weights=None)
+        else:
+            cached = Path(torch.hub.get_dir(), "checkpoints", Path(urlsplit(weights.url).path).name)
+            model = _from_hub(
+                f"torchvision model {name} ({weights})",
+                f"add 'file: /path/to/{cached.name}' to the zoo entry (or put that file in {cached.parent})",
+                lambda: models.get_model(name, weights=weights),
+                uncached=not cached.is_file(),
+            )
         if file:
             if not Path(file).is_file():
                 raise ModelLoadError(f"weight file {file} does not exist; fix 'file' in the zoo entry")
