@@ -265,7 +265,7 @@ def evaluate(
     notes = tuple(n if len(ds) == len(boards) else f"{', '.join(ds)}: {n}" for n, ds in where.items())
     refused = tuple(dict.fromkeys(r for b in boards for r in b.refused))
     notes = tuple(n for n in notes if n not in refused)
-    failures = tuple(f"{b.dataset}: {f}" for b in boards for f in b.failures)
+    failures = {f"{b.dataset}/{m}": why for b in boards for m, why in b.failures.items()}
     result = Evaluation(boards, correlations, tau_table(correlations), (*refused, *notes), refused, failures)
     for path in _outputs(out):
         extra = {
@@ -274,7 +274,7 @@ def evaluate(
             "reduce": {b.dataset: b.reduce for b in boards},
             "dims": {b.dataset: b.dims for b in boards},
             "options": {b.dataset: b.options for b in boards},
-            "failures": list(failures),
+            "failures": failures,
         }
         write_table(result.table(), path, **extra)
     if plot is not None:
@@ -405,6 +405,6 @@ def select_ensemble(
             reduce=board.reduce,
             dims=board.dims,
             options=board.options,
-            failures=list(board.failures),
+            failures=board.failures,
         )
     return result

@@ -44,7 +44,7 @@ class Leaderboard:
     refused: tuple[str, ...] = ()  # one line per metric asked for by name that could not run
     reduce: str | None = None  # the --reduce setting ("auto", "none", "d"); None: scores read from a file
     dims: dict[str, dict[str, int]] = field(default_factory=dict)  # reducible metric -> model -> scored d
-    failures: tuple[str, ...] = ()  # one line per model that got NaN because its input or a metric failed
+    failures: dict[str, str] = field(default_factory=dict)  # model -> why its input or a metric failed
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-metric options in effect
 
     @property
@@ -95,7 +95,7 @@ class Leaderboard:
             "reduce": self.reduce,
             "dims": self.dims,
             "options": self.options,
-            "failures": list(self.failures),
+            "failures": self.failures,
             "scores": {r.model: r.scores for r in self.rows},
             "normalised": {r.model: r.normalised for r in self.rows},
             "correlations": [vars(c) for c in self.correlations],
@@ -150,7 +150,7 @@ class Evaluation:
     tau: TauTable
     notes: tuple[str, ...] = field(default=())
     refused: tuple[str, ...] = ()  # one line per metric asked for by name that could not run
-    failures: tuple[str, ...] = ()  # "dataset: model: reason" per model that got NaN from a failure
+    failures: dict[str, str] = field(default_factory=dict)  # "dataset/model" -> why it got NaN
 
     def __str__(self) -> str:
         return render(self.table())

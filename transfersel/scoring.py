@@ -390,7 +390,7 @@ def build_leaderboard(
         normalise,
         reduce=None if scored is None else reduce_label(scored.reduce),
         dims={} if scored is None else _scored_dims(scored),
-        failures=() if scored is None else tuple(f"{m}: {'; '.join(r)}" for m, r in scored.failures.items()),
+        failures={} if scored is None else {m: "; ".join(r) for m, r in scored.failures.items()},
     )
 
 
