@@ -51,7 +51,7 @@ def test_the_reduction_is_recorded_in_every_output(feature_dir, tmp_path):  # no
     expected = auto_dim(n, d, c)
     assert expected < d  # the test is about a real projection
     assert board.dims["sfda"][MODELS[0]] == expected
-    line = next(x for x in board.notes if x.startswith("sfda: reduce auto -> "))
+    line = next(x for x in board.notes if x.startswith("sfda, logme: reduce auto -> "))
     assert f"d = {expected}" in line
     assert "logme: variant padded" in " ".join(board.notes) and board.options["logme"]["variant"] == "padded"
     doc = json.loads(outs[2].read_text())
@@ -84,7 +84,8 @@ def test_a_saturated_regime_is_stated_once_per_metric(feature_dir, tmp_path):  #
         assert len(said) == 1 and needle in said[0], result.output  # console: table notes and warnings
         assert out[0].read_text().count(needle) == 1
         notes = json.loads(out[1].read_text())["notes"]
-        assert sum(needle in n and "saturated regime" in n for n in notes) == 1
+        said = [n for n in notes if n.startswith(f"{metric}: ") and ("saturat" in n or "tie" in n)]
+        assert len(said) == 1 and f"all {len(MODELS)} scored models tie" in said[0]  # saturated and tied
     # reduced, the same data is out of the regime and says nothing of it
     reduced = rank("cifar10", features=small, metrics=["sfda"], reduce="auto")
     assert not any("saturated" in n for n in reduced.notes)
@@ -97,6 +98,7 @@ def test_an_all_tie_is_one_note_and_equal_ranks(feature_dir, tmp_path):  # noqa:
     for metric in ("knn", "hscore"):
         assert {r.ranks[metric] for r in board.rows} == {1}
         assert sum(n.startswith(f"{metric}: all {len(MODELS)} scored models tie") for n in board.notes) == 1
+        assert sum(n.startswith(f"{metric}") and "tie" in n for n in board.notes) == 1
     assert not any("zoo order" in n for n in board.notes)
     assert tie_ranks([0.5, math.nan, 0.9, 0.5, 0.5 * (1 + 1e-12)]) == [2, 5, 1, 2, 2]
 

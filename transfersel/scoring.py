@@ -138,8 +138,9 @@ class Scored:
 
     ``scores[metric][model]``, ``seconds[metric][model]``; ``dims[metric][model]`` the dimension a reducible
     metric scored (None = the features as they are), ``widths[model]`` the feature dimension D;
-    ``notices`` one line per metric (reduction, saturated regime); ``failures[model]`` the reasons a model
-    got NaN because its input or a metric failed on it.
+    ``notices`` the reduction lines (metrics with the same reduction share one), ``saturated[metric]`` the
+    saturated-regime line; ``failures[model]`` the reasons a model got NaN because its input or a metric
+    failed on it.
     """
 
     names: list[str]
@@ -149,6 +150,7 @@ class Scored:
     dims: dict[str, dict[str, int | None]] = field(default_factory=dict)
     widths: dict[str, int] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
+    saturated: dict[str, str] = field(default_factory=dict)
     failures: dict[str, list[str]] = field(default_factory=dict)
 
     def fail(self, model: str, reason: str, notes: list[str]) -> None:
@@ -204,12 +206,15 @@ def score_models(
             pooled = {}
         for model in out.scores[name]:
             out.scores[name][model] = pooled.get(model, math.nan)
+    said: dict[str, list[str]] = {}  # metrics with the same reduction share one line
     for m in plan.metrics:
         if m.reducible and out.dims.get(m.name):
-            out.notices.append(reduce_note(m.name, reduce, out.dims[m.name], out.widths))
+            what = reduce_note(m.name, reduce, out.dims[m.name], out.widths).split(": ", 1)[1]
+            said.setdefault(what, []).append(m.name)
         line = saturation_note(m.name, shapes[m.name])
         if line:
-            out.notices.append(line)
+            out.saturated[m.name] = line
+    out.notices += [f"{', '.join(names)}: {what}" for what, names in said.items()]
     _reissue(caught)
     return out
 
@@ -337,9 +342,9 @@ def build_leaderboard(
 ) -> Leaderboard:
     """The leaderboard of ``scores[metric][model]`` (models in zoo ``order``), ranked by ``names[0]``.
 
-    Tied scores (within :data:`transfersel.regimes.REL_TIE`) share a rank; an all-tie is one note per metric,
-    other ties of the first metric one note per group; NaN scores rank last. ``scored`` adds the reduction,
-    the per-metric notices and the per-model failures.
+    Tied scores (within :data:`transfersel.regimes.REL_TIE`) share a rank; a saturated regime and an all-tie
+    are one line per metric, other ties of the first metric one note per group; NaN scores rank last.
+    ``scored`` adds the reduction, the per-metric notices and the per-model failures.
     """
     ranks: dict[str, dict[str, int]] = {}
     normalised: dict[str, dict[str, float]] = {}
@@ -351,15 +356,16 @@ def build_leaderboard(
         nan_models = [model for model, v in zip(order, s, strict=True) if math.isnan(v)]
         if nan_models:
             notes.append(f"{m}: NaN for {', '.join(nan_models)} (ranked last)")
+        line = scored.saturated.get(m) if scored is not None else None
         if all_tie(s):
             value = next(v for v in s if math.isfinite(v))
-            notices.append(
-                f"{m}: all {len(s) - len(nan_models)} scored models tie at {value:.6g}: no ranking "
-                "information (equal ranks)"
-            )
+            tie = f"all {len(s) - len(nan_models)} scored models tie at {value:.6g} (equal ranks)"
+            line = f"{line}; {tie}" if line else f"{m}: {tie}: no ranking information"
         elif m == names[0]:
             for group in tie_groups(s, order):
                 notes.append(f"{m}: tied scores for {', '.join(group)} (equal ranks)")
+        if line:
+            notices.append(line)
     accuracy = ground_truth.for_models(dataset, order) if ground_truth else None
     correlations = (
         tuple(
