@@ -162,3 +162,15 @@ def test_a_model_with_nan_features_is_ranked_last_and_the_run_goes_on(feature_di
     assert list(ev.failures) == [f"cifar10/{bad}"]
     clean = _cli("rank", "--data", "cifar10", "--features", feature_dir, "-m", "knn")
     assert clean.exit_code == 0, clean.output
+
+
+def test_ensemble_scores_a_pool_metric_and_skips_a_failed_model(feature_dir, tmp_path):  # noqa: F811
+    from transfersel.rank import select_ensemble
+
+    bad = MODELS[2]
+    broken = _copy(feature_dir, tmp_path / "b", edit=lambda m, X: np.where(m == bad, np.inf, X))
+    result = select_ensemble("cifar10", features=broken, metric="ncti", k=2, reduce="auto")
+    assert bad not in result.ensemble.models and len(result.ensemble.models) == 2
+    assert list(result.leaderboard.failures) == [bad]
+    result = _cli("ensemble", "--data", "cifar10", "--features", broken, "-m", "ncti", "--k", "2")
+    assert result.exit_code == 1 and "partial failure" in result.output, result.output
