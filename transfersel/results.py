@@ -1,7 +1,8 @@
 """What ``rank``, ``evaluate`` and ``ensemble`` return: plain dataclasses whose ``table()`` is a
 :class:`transfersel.report.Table` that the CLI renders and writes.
 
-Ranks: 1 is best; NaN scores (the metric could not score that model) rank last and are listed in the notes.
+Ranks: 1 is best; tied scores share a rank; NaN scores (the metric could not score that model) rank last and
+are listed in the notes, and models whose input or a metric failed are in ``failures``.
 """
 
 from __future__ import annotations

@@ -354,8 +354,9 @@ def build_leaderboard(
         ranks[m] = dict(zip(order, tie_ranks(s), strict=True))
         normalised[m] = dict(zip(order, map(float, minmax(s)), strict=True))
         nan_models = [model for model, v in zip(order, s, strict=True) if math.isnan(v)]
-        if nan_models:
-            notes.append(f"{m}: NaN for {', '.join(nan_models)} (ranked last)")
+        unexplained = [x for x in nan_models if not _explained(scored, x, m)]
+        if unexplained:
+            notes.append(f"{m}: NaN for {', '.join(unexplained)} (ranked last)")
         line = scored.saturated.get(m) if scored is not None else None
         if all_tie(s):
             value = next(v for v in s if math.isfinite(v))
@@ -398,6 +399,12 @@ def build_leaderboard(
         dims={} if scored is None else _scored_dims(scored),
         failures={} if scored is None else {m: "; ".join(r) for m, r in scored.failures.items()},
     )
+
+
+def _explained(scored: Scored | None, model: str, metric: str) -> bool:
+    """Whether a failure note already says why ``model`` has no ``metric`` score (not repeated per metric)."""
+    reasons = scored.failures.get(model, []) if scored is not None else []
+    return any(r.startswith(("invalid input", f"{metric} ")) for r in reasons)
 
 
 def _scored_dims(scored: Scored) -> dict[str, dict[str, int]]:
