@@ -169,6 +169,7 @@ def score_models(
     label_embeddings: np.ndarray | None = None,
     targets: np.ndarray | None = None,
     reduce: int | str | None = None,
+    priors: Mapping[str, Mapping[str, float]] | None = None,
     progress: bool = False,
 ) -> Scored:
     """Score every model with every metric, sharing one validated input (and its Gram) per model.
@@ -181,7 +182,8 @@ def score_models(
     and the reason, and an entry in ``failures``; the other models are scored. Metric warnings are re-issued
     once, naming their models; a saturation warning is replaced by the one-line notice.
     ``label_embeddings`` (K, C, D2) feed EMMS; per-sample ``targets`` (K, N, D2) replace the class labels
-    of EMMS and LogME. ``progress`` shows a bar over the (model, metric) scores.
+    of EMMS and LogME. ``priors[model]`` (``{prior: value}``, :mod:`transfersel.priors`) go to the metrics
+    that take a ``priors`` option (``auto``). ``progress`` shows a bar over the (model, metric) scores.
     """
     notes = [] if notes is None else notes
     embeddings = label_embeddings is not None or targets is not None
@@ -196,7 +198,8 @@ def score_models(
     with StepProgress(progress, "scoring") as bar:
         bar.start(len(models) * len(plan.names))
         for mf in models:
-            job = _Job(mf, plan, out, notes, device, label_embeddings, targets)
+            mine = None if priors is None else priors.get(mf.model)
+            job = _Job(mf, plan, out, notes, device, label_embeddings, targets, mine)
             job.run(shapes, pools, caught, bar)
     for name, comps in pools.items():
         try:
@@ -204,6 +207,9 @@ def score_models(
         except InputError as exc:
             notes.append(f"{name}: not scored: {exc}")
             pooled = {}
+        note = str(getattr(pooled, "note", "") or "")  # what a pool metric used (auto), said once
+        if note:
+            out.notices.append(note if note.startswith(name) else f"{name}: {note}")
         for model in out.scores[name]:
             out.scores[name][model] = pooled.get(model, math.nan)
     said: dict[str, list[str]] = {}  # metrics with the same reduction share one line
@@ -233,6 +239,7 @@ class _Job:
     device: str | None
     label_embeddings: np.ndarray | None
     targets: np.ndarray | None
+    priors: Mapping[str, float] | None = None
 
     def run(
         self,
@@ -297,6 +304,8 @@ class _Job:
             self.notes.append(f"{model}: {metric.name} needs source logits, which this model has none of")
             return math.nan
         opts = self.plan.options.get(metric.name, {})
+        if self.priors is not None and "priors" in metric.options and "priors" not in opts:
+            opts = {**opts, "priors": dict(self.priors)}
         try:
             if metric.pool:
                 pools[metric.name][model] = metric.compute_components(inputs, reduce=self.out.reduce, **opts)
