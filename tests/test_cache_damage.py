@@ -162,10 +162,11 @@ def test_damage_is_detected_reported_listed_and_repaired(tmp_path, pristine, cif
     table = run(app, ["cache", "ls", "--cache-dir", str(cache)])
     info = run(app, ["cache", "info", MODEL, "--cache-dir", str(cache)])
     assert table.exit_code == 0 and info.exit_code == 0
+    (info_doc,) = json.loads(info.output)  # `cache info` prints one JSON list of the matching entries
     if reason in DATASET_CHECKED:  # only visible with the dataset at hand: `cache ls` cannot see it
-        assert "DAMAGED" not in table.output and "damaged" not in json.loads(info.output)
+        assert "DAMAGED" not in table.output and "damaged" not in info_doc
     else:
-        assert "DAMAGED" in table.output and reason in json.loads(info.output)["damaged"]
+        assert "DAMAGED" in table.output and reason in info_doc["damaged"]
 
     with pytest.warns(TransferabilityWarning, match=f"cache entry of {MODEL} .* is damaged"):
         report = extract([entry], cifar, store=store, progress=False)

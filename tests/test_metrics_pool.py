@@ -76,9 +76,9 @@ def test_pool_metric_called_plainly_says_what_to_use(vectors):
 
 def test_registry_flags():
     assert get_metric("ncti").pool and get_metric("etran").pool and not get_metric("sfda").pool
-    assert {m.name for m in list_metrics(pool=True)} == {"ncti", "etran"}
-    assert not {"ncti", "etran"} & {m.name for m in list_metrics()}  # plain listing: callable metrics
-    assert len(list_metrics(pool=None)) == len(list_metrics()) + 2
+    assert {m.name for m in list_metrics(pool=True)} == {"ncti", "etran", "auto"}
+    assert not {"ncti", "etran", "auto"} & {m.name for m in list_metrics()}  # plain listing: callable metrics
+    assert len(list_metrics(pool=None)) == len(list_metrics()) + 3
 
 
 def test_combine_min_max(vectors):

@@ -71,6 +71,8 @@ class Metric:
         fn: the algorithm, ``fn(inputs, **options) -> float`` (pool metrics: ``-> dict[str, float]``).
         reducible: built on D×D statistics; takes ``reduce`` (applied by the registry).
         pool_weights: for a pool metric, ``((component, weight), ...)`` of :meth:`combine`; empty otherwise.
+        combiner: for a pool metric with its own combination (``auto``), ``combiner(components) -> {model:
+            score}`` replaces the weighted min–max sum of :meth:`combine`.
     """
 
     name: str
@@ -80,6 +82,7 @@ class Metric:
     fn: Callable[..., Any]
     reducible: bool = False
     pool_weights: tuple[tuple[str, float], ...] = ()
+    combiner: Callable[[Mapping[str, Mapping[str, float]]], dict[str, float]] | None = None
 
     @property
     def pool(self) -> bool:
@@ -129,6 +132,8 @@ class Metric:
         features: Any,
         labels: Any,
         *,
+        logits: Any = None,
+        label_embeddings: Any = None,
         device: str | None = "cpu",
         reduce: int | str | None = None,
         **options: Any,
@@ -136,9 +141,12 @@ class Metric:
         """One model's sub-scores ``{component: value}`` of a pool metric (in the order of ``pool_weights``).
 
         Args:
-            features: (N, D) float32/float64; labels: (N,) any sortable hashable values.
+            features: (N, D) float32/float64; labels: (N,) any sortable hashable values; logits (N, K) and
+                label_embeddings (K, C, D2) for the pool metrics that use them (``auto``).
         """
-        inputs = check_inputs(features, labels, device=device)
+        inputs = check_inputs(
+            features, labels, logits=logits, label_embeddings=label_embeddings, device=device
+        )
         return self.compute_components(inputs, reduce=reduce, **options)
 
     def compute_components(
@@ -164,6 +172,8 @@ class Metric:
                 f"{self.name} is relative to a pool of candidate models; got {len(components)} model(s): "
                 "score at least 2 models together"
             )
+        if self.combiner is not None:
+            return self.combiner(components)
         models = list(components)
         total = np.zeros(len(models))
         for key, weight in self.pool_weights:
@@ -216,11 +226,13 @@ def register_metric(
     reference: str = "",
     reducible: bool = False,
     pool_weights: Mapping[str, float] | None = None,
+    combiner: Callable[[Mapping[str, Mapping[str, float]]], dict[str, float]] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator that registers ``fn(inputs, **options) -> float`` under ``name``.
 
     ``reducible``: the metric is built on D×D statistics and takes ``reduce``. ``pool_weights``: the
-    function returns ``{component: value}`` and the pool score is ``Σ w·mm(component)``.
+    function returns ``{component: value}`` and the pool score is ``Σ w·mm(component)``, or
+    ``combiner(components)`` when given.
     """
     bad = set(needs) - {"logits", "label_embeddings"}
     if bad:
@@ -230,7 +242,7 @@ def register_metric(
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"metric {name!r} is already registered by {_REGISTRY[name].fn.__module__}")
         weights = tuple((k, float(w)) for k, w in (pool_weights or {}).items())
-        _REGISTRY[name] = Metric(name, description, tuple(needs), reference, fn, reducible, weights)
+        _REGISTRY[name] = Metric(name, description, tuple(needs), reference, fn, reducible, weights, combiner)
         return fn
 
     return deco
