@@ -75,6 +75,42 @@ def _option_notes(plan: MetricPlan) -> list[str]:
     return []
 
 
+def model_priors(
+    feats: Sequence[ModelFeatures], models: PathLike | None, only: Sequence[str] | None
+) -> dict[str, dict[str, float]]:
+    """``{model: {prior: value}}`` (:mod:`transfersel.priors`) from the zoo's cards, without loading a model
+    (``prior_params`` is NaN where the zoo gives no ``params``); without a zoo only ``prior_feature_dim``."""
+    import math
+
+    from transfersel.priors import priors
+
+    widths = {f.model: int(np.shape(f.features)[-1]) for f in feats}
+    if models is None:
+        return {m: {"prior_feature_dim": math.log2(d) if d > 0 else math.nan} for m, d in widths.items()}
+    from transfersel.zoo import load_zoo
+
+    entries = load_zoo(models, only=list(only) if only else None)
+    return {e.name: priors(e, load=False, dim=widths[e.name]) for e in entries if e.name in widths}
+
+
+def _add_baselines(scored: Any, priors: dict[str, dict[str, float]]) -> None:
+    """The priors as extra columns after the metrics (target-free baselines; never the ranking metric);
+    a prior unknown for every model is left out."""
+    import math
+
+    from transfersel.priors import PRIORS
+
+    models = list(next(iter(scored.scores.values()), {}))
+    for name in PRIORS:
+        values = {m: float(priors.get(m, {}).get(name, math.nan)) for m in models}
+        if any(math.isfinite(v) for v in values.values()):
+            scored.names.append(name)
+            scored.scores[name] = values
+            scored.seconds[name] = dict.fromkeys(models, 0.0)
+    if any(n in PRIORS for n in scored.names):
+        scored.notices.append("prior_*: target-free baselines from the zoo (a metric should beat them)")
+
+
 def _rank(
     dataset: str,
     feats: list[ModelFeatures],
@@ -89,6 +125,8 @@ def _rank(
     targets: np.ndarray | None = None,
     progress: bool = False,
     reduce: int | str | None = None,
+    priors: dict[str, dict[str, float]] | None = None,
+    baselines: bool = False,
 ) -> Leaderboard:
     notes.extend(plan.skipped.values())
     scored = score_models(
@@ -100,9 +138,12 @@ def _rank(
         label_embeddings=label_embeddings,
         targets=targets,
         reduce=reduce,
+        priors=priors,
         progress=progress,
     )
     scored.notices[:0] = _option_notes(plan)
+    if baselines and priors:
+        _add_baselines(scored, priors)
     board = build_leaderboard(
         dataset,
         scored.names,
@@ -213,6 +254,8 @@ def rank(
         targets=T,
         progress=progress,
         reduce=reduce,
+        priors=model_priors(feats, models, only),
+        baselines=models is not None,  # the zoo's cards; precomputed features give only D
     )
     appendix = [board.correlation_table()] if board.correlations else []
     for path in _outputs(out):
@@ -379,7 +422,16 @@ def select_ensemble(
                 f"{f.model} and {feats[0].model} were extracted on different samples; re-extract both"
             )
     board = _rank(
-        dataset, feats, plan, gt, normalise=False, notes=notes, device=device, n_boot=1000, reduce=reduce
+        dataset,
+        feats,
+        plan,
+        gt,
+        normalise=False,
+        notes=notes,
+        device=device,
+        n_boot=1000,
+        reduce=reduce,
+        priors=model_priors(feats, models, only),
     )
     name = board.metrics[0]
     ensemble = select(

@@ -37,7 +37,7 @@ __all__ = [
     "score_models",
 ]
 
-DEFAULT_METRICS: tuple[str, ...] = ("sfda",)
+DEFAULT_METRICS: tuple[str, ...] = ("auto",)
 """The metric every command uses when none is given (the recommended selector)."""
 
 

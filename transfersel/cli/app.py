@@ -316,7 +316,7 @@ MetricsOpt = Annotated[
         "--metric",
         "-m",
         help="metric (repeatable; NAME:KEY=VALUE sets an option, e.g. knn:k=5), or 'all' (pool metrics "
-        "ncti, etran included); default: sfda",
+        "ncti, etran, auto included); default: auto",
     ),
 ]
 ReduceOpt = Annotated[
