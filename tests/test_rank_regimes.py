@@ -174,3 +174,14 @@ def test_ensemble_scores_a_pool_metric_and_skips_a_failed_model(feature_dir, tmp
     assert list(result.leaderboard.failures) == [bad]
     result = _cli("ensemble", "--data", "cifar10", "--features", broken, "-m", "ncti", "--k", "2")
     assert result.exit_code == 1 and "partial failure" in result.output, result.output
+
+
+def test_auto_is_the_default_beside_the_priors(feature_dir):  # noqa: F811
+    from conftest import SHARED
+
+    board = rank("cifar10", features=feature_dir, models=SHARED / "zoo" / "zoo.yaml", only=list(MODELS))
+    assert board.metrics[0] == "auto" and "prior_input_size" in board.metrics
+    assert all(math.isfinite(r.scores["auto"]) for r in board.rows)
+    assert sum(n.startswith("auto used ") for n in board.notes) == 1
+    ev = evaluate(["cifar10"], features=feature_dir, ground_truth=feature_dir / "gt.csv", models=None)
+    assert ev.leaderboards[0].metrics[0] == "auto"
