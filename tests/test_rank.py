@@ -121,7 +121,7 @@ def test_a_model_without_logits_is_nan_ranked_last_and_noted(feature_dir, tmp_pa
     feats = load_feature_dir(feature_dir, "cifar10", models=list(MODELS))
     feats[0] = type(feats[0])(feats[0].model, feats[0].features, feats[0].labels, None)
     notes: list[str] = []
-    names, scores, seconds = score_models(feats, ["leep", "knn"], notes=notes)
+    scores = score_models(feats, ["leep", "knn"], notes=notes).scores
     assert math.isnan(scores["leep"]["resnet20_cifar10"]) and math.isfinite(scores["knn"]["resnet20_cifar10"])
     assert any("resnet20_cifar10: leep needs source logits" in n for n in notes)
     # through the file layout: drop the logits file; the leaderboard ranks it last and says so

@@ -16,6 +16,7 @@ from transfersel.report import (
     Table,
     plot_scatter,
     plot_scores,
+    show,
     to_markdown,
     to_rich,
     write_table,
@@ -63,8 +64,12 @@ def test_markdown_is_a_table_with_header_alignment_and_notes(tmp_path):
 def test_rich_table_and_unknown_formats():
     console = Console(record=True, width=100)
     console.print(to_rich(TABLE))
-    out = console.export_text()
-    assert "resnet20|cifar" in out and "0.1235" in out and "NaN" in out and "ranked last" in out
+    table = console.export_text()
+    assert "resnet20|cifar" in table and "0.1235" in table
+    narrow = Console(record=True, width=20)
+    show(TABLE, narrow)  # the notes follow the table, one line each, never wrapped
+    out = narrow.export_text()
+    assert "NaN" in out and "lenet5: sfda is NaN (ranked last)" in out.splitlines()
     with pytest.raises(InputError, match="unknown format '.xlsx'"):
         write_table(TABLE, "t.xlsx")
     with pytest.raises(InputError, match="figures are PNG files"):

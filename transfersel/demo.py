@@ -154,6 +154,7 @@ def run_demo(
     threads: int | None = 1,
     progress: bool = True,
     say: Callable[[str], None] = lambda _msg: None,
+    reduce: int | str | None = "default",
 ) -> DemoResult:
     """Write the digits, extract the demo zoo on train and test, compute the linear-probe ground truth,
     rank with every metric and correlate. ``quick``: 3 models on 40 train / 20 test images per class.
@@ -162,16 +163,24 @@ def run_demo(
     One by default: the demo's matrices are small (1,438 x 1,280), so more threads gain little, and where
     another process holds a core, threads that wait for each other make extraction and the logistic fits
     10-100x slower (measured on a shared 2-core machine). ``say`` receives one line per step.
+    ``reduce`` is :func:`transfersel.rank.rank`'s (default: ``selection.json``).
     Raises :class:`TransferselError` if a model fails.
     """
     if threads is not None and threads < 1:
         raise InputError(f"threads must be >= 1, got {threads}")
     work = Path(workdir).expanduser() if workdir is not None else default_workdir()
     with _thread_limit(threads):
-        return _run(work, quick, device, progress, say)
+        return _run(work, quick, device, progress, say, reduce)
 
 
-def _run(work: Path, quick: bool, device: str, progress: bool, say: Callable[[str], None]) -> DemoResult:
+def _run(
+    work: Path,
+    quick: bool,
+    device: str,
+    progress: bool,
+    say: Callable[[str], None],
+    reduce: int | str | None,
+) -> DemoResult:
     from transfersel.data import open_dataset
     from transfersel.extract import extract
     from transfersel.finetune import Protocol, finetune, protocol_summary, write_ground_truth
@@ -236,6 +245,7 @@ def _run(work: Path, quick: bool, device: str, progress: bool, say: Callable[[st
         cache=store.root,
         device=device,
         label_targets=targets,
+        reduce=reduce,
     )
     steps.lap("rank")
     return DemoResult(

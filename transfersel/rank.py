@@ -17,6 +17,7 @@ import numpy as np
 from transfersel.agreement import GroundTruth, read_ground_truth, tau_table
 from transfersel.errors import InputError
 from transfersel.features import ModelFeatures, get_features
+from transfersel.regimes import resolve_reduce
 from transfersel.report import ScatterPanel, check_outputs, plot_scatter, plot_scores, write_table
 from transfersel.results import EnsembleResult, Evaluation, Leaderboard
 from transfersel.scoring import (
@@ -48,13 +49,66 @@ def _outputs(out: PathLike | Sequence[PathLike] | None) -> list[Path]:
     return [Path(out)] if isinstance(out, str | Path) else [Path(p) for p in out]
 
 
+LOGME_DEFAULT = "padded"
+"""LogME's variant in rank/evaluate/ensemble: exact evidence for N ≤ D, the reference's value for N > D."""
+
+
 def _plan(
     metrics: Sequence[str], options: dict[str, dict[str, Any]] | None, *, embeddings: bool
 ) -> MetricPlan:
-    """Which metrics run, decided (and refused when none can) before any feature is extracted."""
-    return plan_metrics(
+    """Which metrics run, decided (and refused when none can) before any feature is extracted.
+
+    LogME gets ``variant="padded"`` unless the caller chose a variant (``-m logme:variant=fixed_point``).
+    """
+    plan = plan_metrics(
         metrics, available=("logits", *(("label_embeddings",) if embeddings else ())), options=options
     )
+    if "logme" in plan.names and "variant" not in plan.options.get("logme", {}):
+        plan.options["logme"] = {**plan.options.get("logme", {}), "variant": LOGME_DEFAULT}
+    return plan
+
+
+def _option_notes(plan: MetricPlan) -> list[str]:
+    """One line per default this module chose for a metric (what the output used)."""
+    if plan.options.get("logme", {}).get("variant") == LOGME_DEFAULT:
+        return ["logme: variant padded (exact evidence for N <= D; the reference's value when N > D)"]
+    return []
+
+
+def model_priors(
+    feats: Sequence[ModelFeatures], models: PathLike | None, only: Sequence[str] | None
+) -> dict[str, dict[str, float]]:
+    """``{model: {prior: value}}`` (:mod:`transfersel.priors`) from the zoo's cards, without loading a model
+    (``prior_params`` is NaN where the zoo gives no ``params``); without a zoo only ``prior_feature_dim``."""
+    import math
+
+    from transfersel.priors import priors
+
+    widths = {f.model: int(np.shape(f.features)[-1]) for f in feats}
+    if models is None:
+        return {m: {"prior_feature_dim": math.log2(d) if d > 0 else math.nan} for m, d in widths.items()}
+    from transfersel.zoo import load_zoo
+
+    entries = load_zoo(models, only=list(only) if only else None)
+    return {e.name: priors(e, load=False, dim=widths[e.name]) for e in entries if e.name in widths}
+
+
+def _add_baselines(scored: Any, priors: dict[str, dict[str, float]]) -> None:
+    """The priors as extra columns after the metrics (target-free baselines; never the ranking metric);
+    a prior unknown for every model is left out."""
+    import math
+
+    from transfersel.priors import PRIORS
+
+    models = list(next(iter(scored.scores.values()), {}))
+    for name in PRIORS:
+        values = {m: float(priors.get(m, {}).get(name, math.nan)) for m in models}
+        if any(math.isfinite(v) for v in values.values()):
+            scored.names.append(name)
+            scored.scores[name] = values
+            scored.seconds[name] = dict.fromkeys(models, 0.0)
+    if any(n in PRIORS for n in scored.names):
+        scored.notices.append("prior_*: target-free baselines from the zoo (a metric should beat them)")
 
 
 def _rank(
@@ -70,9 +124,12 @@ def _rank(
     label_embeddings: np.ndarray | None = None,
     targets: np.ndarray | None = None,
     progress: bool = False,
+    reduce: int | str | None = None,
+    priors: dict[str, dict[str, float]] | None = None,
+    baselines: bool = False,
 ) -> Leaderboard:
     notes.extend(plan.skipped.values())
-    names, scores, seconds = score_models(
+    scored = score_models(
         feats,
         plan.names,
         device=device,
@@ -80,20 +137,26 @@ def _rank(
         notes=notes,
         label_embeddings=label_embeddings,
         targets=targets,
+        reduce=reduce,
+        priors=priors,
         progress=progress,
     )
+    scored.notices[:0] = _option_notes(plan)
+    if baselines and priors:
+        _add_baselines(scored, priors)
     board = build_leaderboard(
         dataset,
-        names,
+        scored.names,
         [f.model for f in feats],
-        scores,
-        seconds,
+        scored.scores,
+        scored.seconds,
         ground_truth=gt,
         normalise=normalise,
         notes=[n for n in notes if n not in plan.refused],
         n_boot=n_boot,
+        scored=scored,
     )
-    return replace(board, refused=plan.refused)
+    return replace(board, refused=plan.refused, options=plan.options)
 
 
 def rank(
@@ -116,6 +179,7 @@ def rank(
     n_boot: int = 1000,
     label_targets: LabelTargets | None = None,
     progress: bool = False,
+    reduce: int | str | None = "default",
 ) -> Leaderboard:
     """Rank the models of a zoo on a dataset by one or more transferability metrics.
 
@@ -135,11 +199,20 @@ def rank(
         label_targets: what EMMS (and, for per-sample targets, LogME) scores against: embedded class names,
             captions or numbers (:class:`transfersel.targets.LabelTargets`).
         progress: show a progress bar while scoring.
+        reduce: ``"auto"``, None (``"none"``) or d: project the features of the D×D metrics on their top-d
+            principal axes first (spec selection.md §2); ``"default"`` reads ``selection.json``. The
+            leaderboard states it (caption, notes, ``{metric}_d`` columns, JSON ``reduce`` and ``dims``).
+
+    LogME runs ``variant="padded"`` unless ``options`` choose one. Tied scores share a rank; a saturated
+    regime or an all-tie is one note per metric. A model whose input or a metric fails gets NaN, ranks
+    last and is listed in ``Leaderboard.failures``; the other models are still scored. Pool metrics (NCTI,
+    ETran) are scored over all the models.
 
     Output paths, the ground truth's coverage of the models and the metrics' inputs are checked before any
     feature is extracted or scored.
     """
     notes: list[str] = []
+    reduce = resolve_reduce(reduce)
     plan = _plan(metrics, options, embeddings=label_targets is not None)
     check_outputs(_outputs(out), [plot])
     gt = _ground_truth(ground_truth)
@@ -180,10 +253,13 @@ def rank(
         label_embeddings=E,
         targets=T,
         progress=progress,
+        reduce=reduce,
+        priors=model_priors(feats, models, only),
+        baselines=models is not None,  # the zoo's cards; precomputed features give only D
     )
     appendix = [board.correlation_table()] if board.correlations else []
     for path in _outputs(out):
-        write_table(board.table(seconds=True), path, appendix=appendix, **board.to_dict())
+        write_table(board.table(seconds=True, dims=True), path, appendix=appendix, **board.to_dict())
     if plot is not None:
         key = "normalised" if normalise else "scores"
         plot_scores(
@@ -232,9 +308,17 @@ def evaluate(
     notes = tuple(n if len(ds) == len(boards) else f"{', '.join(ds)}: {n}" for n, ds in where.items())
     refused = tuple(dict.fromkeys(r for b in boards for r in b.refused))
     notes = tuple(n for n in notes if n not in refused)
-    result = Evaluation(boards, correlations, tau_table(correlations), (*refused, *notes), refused)
+    failures = {f"{b.dataset}/{m}": why for b in boards for m, why in b.failures.items()}
+    result = Evaluation(boards, correlations, tau_table(correlations), (*refused, *notes), refused, failures)
     for path in _outputs(out):
-        extra = {"correlations": [vars(c) for c in correlations], "average": result.tau.average}
+        extra = {
+            "correlations": [vars(c) for c in correlations],
+            "average": result.tau.average,
+            "reduce": {b.dataset: b.reduce for b in boards},
+            "dims": {b.dataset: b.dims for b in boards},
+            "options": {b.dataset: b.options for b in boards},
+            "failures": failures,
+        }
         write_table(result.table(), path, **extra)
     if plot is not None:
         panels = []
@@ -302,17 +386,19 @@ def select_ensemble(
     cache: PathLike | None = None,
     device: str = "auto",
     options: dict[str, dict[str, Any]] | None = None,
+    reduce: int | str | None = "default",
 ) -> EnsembleResult:
     """Select ``k`` transferable and complementary models (spec §6.2).
 
     ``metric`` scores the models; ``complementarity`` ("nuclear" | "cka"), ``mode`` ("greedy" |
     "sfda-oneshot", unverified reading of SFDA Eq. 8-9) and ``r`` are :func:`transfersel.ensemble.select`'s;
     ``max_rows`` caps the class-stratified rows of the Fisher features. ``out``: ``.csv``/``.json``/``.md``.
-    Other arguments are :func:`rank`'s.
+    Other arguments (``reduce`` included) are :func:`rank`'s; a model whose score is NaN is not selected.
     """
     from transfersel.ensemble import select
 
     notes: list[str] = []
+    reduce = resolve_reduce(reduce)
     plan = _plan([metric], options, embeddings=False)
     check_outputs(_outputs(out))
     gt = _ground_truth(ground_truth)
@@ -335,7 +421,18 @@ def select_ensemble(
             raise InputError(
                 f"{f.model} and {feats[0].model} were extracted on different samples; re-extract both"
             )
-    board = _rank(dataset, feats, plan, gt, normalise=False, notes=notes, device=device, n_boot=1000)
+    board = _rank(
+        dataset,
+        feats,
+        plan,
+        gt,
+        normalise=False,
+        notes=notes,
+        device=device,
+        n_boot=1000,
+        reduce=reduce,
+        priors=model_priors(feats, models, only),
+    )
     name = board.metrics[0]
     ensemble = select(
         [f.model for f in feats],
@@ -357,5 +454,9 @@ def select_ensemble(
             path,
             picks=[vars(p) for p in ensemble.picks],
             top_k_by_score=ensemble.top_k_by_score,
+            reduce=board.reduce,
+            dims=board.dims,
+            options=board.options,
+            failures=board.failures,
         )
     return result

@@ -69,10 +69,10 @@ def _is_number(value: Any) -> bool:
 
 
 def to_rich(table: Table) -> Any:
-    """A ``rich.table.Table`` (numeric columns right-aligned), notes as its caption."""
+    """A ``rich.table.Table`` (numeric columns right-aligned); :func:`show` prints the notes under it."""
     from rich.table import Table as RichTable
 
-    out = RichTable(title=table.title or None, caption="\n".join(table.notes) or None)
+    out = RichTable(title=table.title or None)
     for j, name in enumerate(table.columns):
         numeric = any(_is_number(row[j]) for row in table.rows)
         width = max([len(_short(row[j])) for row in table.rows] + [len(name)])  # never truncate a cell
@@ -89,6 +89,8 @@ def show(table: Table, console: Any) -> None:
     rich_table = to_rich(table)
     needed = Measurement.get(console, console.options.update(width=10_000), rich_table).maximum
     console.print(rich_table, width=max(console.width, needed), crop=False)
+    for note in table.notes:  # one line each, never wrapped
+        console.print(note, markup=False, highlight=False, soft_wrap=True)
 
 
 def to_csv(table: Table) -> str:

@@ -1,7 +1,8 @@
 """What ``rank``, ``evaluate`` and ``ensemble`` return: plain dataclasses whose ``table()`` is a
 :class:`transfersel.report.Table` that the CLI renders and writes.
 
-Ranks: 1 is best; NaN scores (the metric could not score that model) rank last and are listed in the notes.
+Ranks: 1 is best; tied scores share a rank; NaN scores (the metric could not score that model) rank last and
+are listed in the notes, and models whose input or a metric failed are in ``failures``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ class Leaderboard:
     notes: tuple[str, ...] = ()
     normalise: bool = False
     refused: tuple[str, ...] = ()  # one line per metric asked for by name that could not run
+    reduce: str | None = None  # the --reduce setting ("auto", "none", "d"); None: scores read from a file
+    dims: dict[str, dict[str, int]] = field(default_factory=dict)  # reducible metric -> model -> scored d
+    failures: dict[str, str] = field(default_factory=dict)  # model -> why its input or a metric failed
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-metric options in effect
 
     @property
     def models(self) -> list[str]:
@@ -50,12 +55,14 @@ class Leaderboard:
     def __str__(self) -> str:
         return render(self.table())
 
-    def table(self, *, seconds: bool = False) -> Table:
-        """model, then per metric: score (zoo-normalised if ``normalise``), rank (and seconds if ``seconds``);
-        then the ground-truth accuracy when given."""
+    def table(self, *, seconds: bool = False, dims: bool = False) -> Table:
+        """model, then per metric: score (zoo-normalised if ``normalise``), rank (and seconds if ``seconds``,
+        the scored dimension ``{metric}_d`` of a reducible metric if ``dims``); then the ground-truth accuracy
+        when given."""
         columns = ["model"]
         for m in self.metrics:
             columns += [f"{m}_norm" if self.normalise else m, f"{m}_rank"] + ([f"{m}_s"] if seconds else [])
+            columns += [f"{m}_d"] if dims and m in self.dims else []
         gt = any(r.accuracy is not None for r in self.rows)
         if gt:
             columns.append("accuracy")
@@ -65,12 +72,15 @@ class Leaderboard:
             for m in self.metrics:
                 row += [r.normalised[m] if self.normalise else r.scores[m], r.ranks[m]]
                 row += [round(r.seconds[m], 4)] if seconds else []
+                row += [self.dims[m].get(r.model)] if dims and m in self.dims else []
             if gt:
                 row.append(r.accuracy)
             rows.append(tuple(row))
         title = f"{self.dataset}: ranked by {self.metrics[0]}" + (
             " (zoo-normalised)" if self.normalise else ""
         )
+        if self.reduce is not None and self.dims:  # only when a ranked metric is reducible
+            title += f", reduce {self.reduce}"
         return Table(tuple(columns), tuple(rows), title, (*self.refused, *self.notes))
 
     def correlation_table(self) -> Table:
@@ -78,10 +88,15 @@ class Leaderboard:
         return correlation_table(self.correlations, title=f"{self.dataset}: agreement with the ground truth")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready extra content: the raw and normalised scores and the correlations."""
+        """JSON-ready extra content: the settings (reduce, metric options, scored dimensions), the raw and
+        normalised scores, the failures and the correlations."""
         return {
             "dataset": self.dataset,
             "metrics": list(self.metrics),
+            "reduce": self.reduce,
+            "dims": self.dims,
+            "options": self.options,
+            "failures": self.failures,
             "scores": {r.model: r.scores for r in self.rows},
             "normalised": {r.model: r.normalised for r in self.rows},
             "correlations": [vars(c) for c in self.correlations],
@@ -136,6 +151,7 @@ class Evaluation:
     tau: TauTable
     notes: tuple[str, ...] = field(default=())
     refused: tuple[str, ...] = ()  # one line per metric asked for by name that could not run
+    failures: dict[str, str] = field(default_factory=dict)  # "dataset/model" -> why it got NaN
 
     def __str__(self) -> str:
         return render(self.table())

@@ -1,27 +1,29 @@
 """Scoring: one loop that scores every model with every metric, and the leaderboard built from the scores.
 
 Ranks: 1 is best; NaN scores (the metric could not score that model) rank last and are listed in the notes;
-ties keep zoo order and are noted.
+tied scores share a rank and are noted (an all-tie once per metric, never ordered by zoo order).
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from transfersel.agreement import GroundTruth, correlate, minmax, read_scores_csv, score_ties, top_k
+from transfersel.agreement import GroundTruth, correlate, minmax, read_scores_csv
 from transfersel.errors import InputError, TransferselError
 from transfersel.features import ModelFeatures
-from transfersel.metrics import Metric
+from transfersel.metrics import Metric, get_metric, saturation
 from transfersel.progress import StepProgress
+from transfersel.regimes import all_tie, reduce_label, reduce_note, saturation_note, tie_groups, tie_ranks
 from transfersel.results import Leaderboard, Row
 
 __all__ = [
@@ -31,10 +33,11 @@ __all__ = [
     "DEFAULT_METRICS",
     "build_leaderboard",
     "leaderboards_from_scores",
+    "Scored",
     "score_models",
 ]
 
-DEFAULT_METRICS: tuple[str, ...] = ("sfda",)
+DEFAULT_METRICS: tuple[str, ...] = ("auto",)
 """The metric every command uses when none is given (the recommended selector)."""
 
 
@@ -83,12 +86,12 @@ def plan_metrics(
 ) -> MetricPlan:
     """The one rule for which metrics run: names (``knn:k=5`` options allowed), ``"all"``, or the default.
 
-    Empty ``specs`` means :data:`DEFAULT_METRICS`; ``"all"`` means every registered metric (SFDA first, so
-    it ranks). A metric whose ``needs`` are not among ``available`` inputs is left out with a one-line reason
-    (``hints[input]`` says how to provide it); if no metric is left, raises :class:`InputError`. Unknown
-    metric names and options raise before any work is done.
+    Empty ``specs`` means :data:`DEFAULT_METRICS`; ``"all"`` means every registered metric, pool metrics
+    included (SFDA first, so it ranks). A metric whose ``needs`` are not among ``available`` inputs is left
+    out with a one-line reason (``hints[input]`` says how to provide it); if no metric is left, raises
+    :class:`InputError`. Unknown metric names and options raise before any work is done.
     """
-    from transfersel.metrics import get_metric, list_metrics
+    from transfersel.metrics import list_metrics
 
     hints = {**INPUT_HINTS, **(hints or {})}
     have = set(available)
@@ -97,7 +100,7 @@ def plan_metrics(
     for spec in list(specs or ()) or list(DEFAULT_METRICS):
         name, opts = parse_metric(spec)
         if name == "all":
-            chosen += sorted(list_metrics(), key=lambda m: m.name != "sfda")
+            chosen += sorted(list_metrics(pool=None), key=lambda m: m.name != "sfda")
             continue
         metric = get_metric(name)
         merged.setdefault(name, {}).update(opts)
@@ -129,6 +132,33 @@ def _logits_or_none(logits: Any) -> Any:
     return None if logits is None or np.asarray(logits).shape[-1] == 0 else logits
 
 
+@dataclass
+class Scored:
+    """What :func:`score_models` measured.
+
+    ``scores[metric][model]``, ``seconds[metric][model]``; ``dims[metric][model]`` the dimension a reducible
+    metric scored (None = the features as they are), ``widths[model]`` the feature dimension D;
+    ``notices`` the reduction lines (metrics with the same reduction share one), ``saturated[metric]`` the
+    saturated-regime line; ``failures[model]`` the reasons a model got NaN because its input or a metric
+    failed on it.
+    """
+
+    names: list[str]
+    scores: dict[str, dict[str, float]]
+    seconds: dict[str, dict[str, float]]
+    reduce: int | str | None = None
+    dims: dict[str, dict[str, int | None]] = field(default_factory=dict)
+    widths: dict[str, int] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+    saturated: dict[str, str] = field(default_factory=dict)
+    failures: dict[str, list[str]] = field(default_factory=dict)
+
+    def fail(self, model: str, reason: str, notes: list[str]) -> None:
+        """Record that ``model`` got NaN for ``reason``, with one note naming the model."""
+        self.failures.setdefault(model, []).append(reason)
+        notes.append(f"{model}: {reason} (NaN, ranked last)")
+
+
 def score_models(
     models: Sequence[ModelFeatures],
     metrics: Iterable[str],
@@ -138,19 +168,22 @@ def score_models(
     notes: list[str] | None = None,
     label_embeddings: np.ndarray | None = None,
     targets: np.ndarray | None = None,
+    reduce: int | str | None = None,
+    priors: Mapping[str, Mapping[str, float]] | None = None,
     progress: bool = False,
-) -> tuple[list[str], dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+) -> Scored:
     """Score every model with every metric, sharing one validated input (and its Gram) per model.
 
     ``metrics`` follow :func:`plan_metrics` (``"all"``, ``knn:k=5``; metrics whose inputs are missing are left
-    out with a note), ``options`` are per-metric keyword options. A model a metric
-    cannot score (e.g. no source logits for LEEP, or a degenerate input it rejects) gets NaN and a note.
-    Metric warnings are re-issued prefixed with the model name. ``label_embeddings`` (K, C, D2) feed EMMS;
-    per-sample ``targets`` (K, N, D2) (captions, numbers; :mod:`transfersel.targets`) replace the class labels
-    of EMMS and LogME (LogME + F-label). ``progress`` shows a bar over the (model, metric) scores.
-
-    Returns:
-        ``(metric names, scores[metric][model], seconds[metric][model])``.
+    out with a note), ``options`` are per-metric keyword options, ``reduce`` (None, d, "auto") applies to the
+    reducible metrics. Pool metrics (NCTI, ETran) are scored from every model's components, combined over
+    the models (a pool of one model is a note, and NaN). Per-model isolation: a model whose input fails
+    validation (NaN features, inf logits), or a metric that fails on it, gets NaN, a note naming the model
+    and the reason, and an entry in ``failures``; the other models are scored. Metric warnings are re-issued
+    once, naming their models; a saturation warning is replaced by the one-line notice.
+    ``label_embeddings`` (K, C, D2) feed EMMS; per-sample ``targets`` (K, N, D2) replace the class labels
+    of EMMS and LogME. ``priors[model]`` (``{prior: value}``, :mod:`transfersel.priors`) go to the metrics
+    that take a ``priors`` option (``auto``). ``progress`` shows a bar over the (model, metric) scores.
     """
     notes = [] if notes is None else notes
     embeddings = label_embeddings is not None or targets is not None
@@ -158,59 +191,149 @@ def score_models(
         metrics, available=("logits", *(["label_embeddings"] if embeddings else [])), options=options
     )
     notes.extend(plan.skipped.values())
-    chosen, options, names = plan.metrics, plan.options, plan.names
-    scores: dict[str, dict[str, float]] = {n: {} for n in names}
-    seconds: dict[str, dict[str, float]] = {n: {} for n in names}
+    out = Scored(plan.names, {n: {} for n in plan.names}, {n: {} for n in plan.names}, reduce)
+    shapes: dict[str, dict[str, tuple[int, int, int]]] = {n: {} for n in plan.names}
+    pools: dict[str, dict[str, dict[str, float]]] = {m.name: {} for m in plan.metrics if m.pool}
+    caught: list[tuple[str, Any]] = []
     with StepProgress(progress, "scoring") as bar:
-        bar.start(len(models) * len(chosen))
+        bar.start(len(models) * len(plan.names))
         for mf in models:
-            _score_one(mf, chosen, options, scores, seconds, notes, bar, device, label_embeddings, targets)
-    return names, scores, seconds
+            mine = None if priors is None else priors.get(mf.model)
+            job = _Job(mf, plan, out, notes, device, label_embeddings, targets, mine)
+            job.run(shapes, pools, caught, bar)
+    for name, comps in pools.items():
+        try:
+            pooled = get_metric(name).combine(comps) if comps else {}
+        except InputError as exc:
+            notes.append(f"{name}: not scored: {exc}")
+            pooled = {}
+        note = str(getattr(pooled, "note", "") or "")  # what a pool metric used (auto), said once
+        if note:
+            out.notices.append(note if note.startswith(name) else f"{name}: {note}")
+        for model in out.scores[name]:
+            out.scores[name][model] = pooled.get(model, math.nan)
+    said: dict[str, list[str]] = {}  # metrics with the same reduction share one line
+    for m in plan.metrics:
+        if m.reducible and out.dims.get(m.name):
+            what = reduce_note(m.name, reduce, out.dims[m.name], out.widths).split(": ", 1)[1]
+            said.setdefault(what, []).append(m.name)
+        line = saturation_note(m.name, shapes[m.name])
+        if line:
+            out.saturated[m.name] = line
+    out.notices += [f"{', '.join(names)}: {what}" for what, names in said.items()]
+    _reissue(caught)
+    return out
 
 
-def _score_one(
-    mf: ModelFeatures,
-    chosen: Sequence[Metric],
-    options: dict[str, dict[str, Any]],
-    scores: dict[str, dict[str, float]],
-    seconds: dict[str, dict[str, float]],
-    notes: list[str],
-    bar: StepProgress,
-    device: str | None,
-    label_embeddings: np.ndarray | None,
-    targets: np.ndarray | None,
-) -> None:
-    """Every metric on one model, sharing one validated input; fills ``scores``/``seconds`` in place."""
-    from transfersel.metrics import check_inputs
-    from transfersel.targets import embeddings_for_labels, per_sample_metric
+_SATURATION_WORDS = ("saturat", "wide regime")
 
-    logits = _logits_or_none(mf.logits)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        E = None if label_embeddings is None else embeddings_for_labels(label_embeddings, mf.labels)
-        inputs = check_inputs(mf.features, mf.labels, logits=logits, label_embeddings=E, device=device)
-        for metric in chosen:
-            bar.describe(f"scoring {mf.model}: {metric.name}")
+
+@dataclass
+class _Job:
+    """Every metric on one model, sharing one validated input; fills ``out`` in place."""
+
+    mf: ModelFeatures
+    plan: MetricPlan
+    out: Scored
+    notes: list[str]
+    device: str | None
+    label_embeddings: np.ndarray | None
+    targets: np.ndarray | None
+    priors: Mapping[str, float] | None = None
+
+    def run(
+        self,
+        shapes: dict[str, dict[str, tuple[int, int, int]]],
+        pools: dict[str, dict[str, dict[str, float]]],
+        caught: list[tuple[str, Any]],
+        bar: StepProgress,
+    ) -> None:
+        """A model whose input fails validation gets NaN for every metric and a failure; the run goes on."""
+        from transfersel.metrics import check_inputs
+        from transfersel.targets import embeddings_for_labels
+
+        model, out = self.mf.model, self.out
+        for name in self.plan.names:
+            out.scores[name][model] = math.nan
+            out.seconds[name][model] = 0.0
+        try:
+            with warnings.catch_warnings(record=True) as found:
+                warnings.simplefilter("always")
+                E = (
+                    None
+                    if self.label_embeddings is None
+                    else embeddings_for_labels(self.label_embeddings, self.mf.labels)
+                )
+                logits = _logits_or_none(self.mf.logits)
+                inputs = check_inputs(
+                    self.mf.features, self.mf.labels, logits=logits, label_embeddings=E, device=self.device
+                )
+        except TransferselError as exc:
+            out.fail(model, f"invalid input: {exc}", self.notes)
+            for _ in self.plan.names:
+                bar.advance()
+            return
+        caught += [(model, w) for w in found]
+        out.widths[model] = inputs.D
+        for metric in self.plan.metrics:
+            bar.describe(f"scoring {model}: {metric.name}")
             t0 = time.perf_counter()
-            if "logits" in metric.needs and logits is None:
-                value = math.nan
-                notes.append(f"{mf.model}: {metric.name} needs source logits, which this model has none of")
-            else:
-                try:
-                    opts = options.get(metric.name, {})
-                    per_sample = per_sample_metric(metric.name) if targets is not None else None
-                    if per_sample is not None:
-                        value = per_sample(inputs.X, targets, device=device, **opts)
-                    else:
-                        value = metric.compute(inputs, **opts)
-                except (TransferselError, np.linalg.LinAlgError) as exc:
-                    value = math.nan
-                    notes.append(f"{mf.model}: {metric.name} failed ({exc})")
-            scores[metric.name][mf.model] = value
-            seconds[metric.name][mf.model] = time.perf_counter() - t0
+            with warnings.catch_warnings(record=True) as found:
+                warnings.simplefilter("always")
+                value = self._score(metric, inputs, pools)
+            d = metric.describe_reduce(inputs.N, inputs.D, inputs.C, out.reduce)
+            if metric.reducible:
+                out.dims.setdefault(metric.name, {})[model] = d
+            shapes[metric.name][model] = (inputs.N, inputs.D if d is None else d, inputs.C)
+            saturated = saturation(metric.name, *shapes[metric.name][model]) is not None
+            caught += [
+                (model, w)
+                for w in found
+                if not (saturated and any(k in str(w.message) for k in _SATURATION_WORDS))
+            ]
+            out.scores[metric.name][model] = value
+            out.seconds[metric.name][model] = time.perf_counter() - t0
             bar.advance()
-    for w in caught:
-        warnings.warn_explicit(f"{mf.model}: {w.message}", w.category, w.filename, w.lineno)
+
+    def _score(self, metric: Metric, inputs: Any, pools: dict[str, dict[str, dict[str, float]]]) -> float:
+        """One metric's score, or NaN (a pool metric stores its components for :meth:`Metric.combine`)."""
+        from transfersel.targets import per_sample_metric
+
+        model = self.mf.model
+        if "logits" in metric.needs and inputs.logits is None:
+            self.notes.append(f"{model}: {metric.name} needs source logits, which this model has none of")
+            return math.nan
+        opts = self.plan.options.get(metric.name, {})
+        if self.priors is not None and "priors" in metric.options and "priors" not in opts:
+            opts = {**opts, "priors": dict(self.priors)}
+        try:
+            if metric.pool:
+                pools[metric.name][model] = metric.compute_components(inputs, reduce=self.out.reduce, **opts)
+                return math.nan  # combined over the models afterwards
+            per_sample = per_sample_metric(metric.name) if self.targets is not None else None
+            if per_sample is not None:
+                value = float(per_sample(inputs.X, self.targets, device=self.device, **opts))
+            else:
+                value = metric.compute(inputs, reduce=self.out.reduce, **opts)
+        except (TransferselError, np.linalg.LinAlgError) as exc:
+            self.out.fail(model, f"{metric.name} failed: {exc}", self.notes)
+            return math.nan
+        if math.isnan(value):
+            self.out.fail(model, f"{metric.name} returned NaN (see its warning)", self.notes)
+        return value
+
+
+def _reissue(caught: list[tuple[str, Any]]) -> None:
+    """Re-issue the metrics' warnings once each: the same text (up to its numbers) names all its models."""
+    groups: dict[tuple[str, type], list[tuple[str, Any]]] = {}
+    for model, w in caught:
+        key = (re.sub(r"[-+]?\d[\d.,e+−-]*", "#", str(w.message)), w.category)
+        groups.setdefault(key, []).append((model, w))
+    for group in groups.values():
+        models = list(dict.fromkeys(m for m, _ in group))
+        w = group[0][1]
+        who = models[0] if len(models) == 1 else f"{models[0]} (and {', '.join(models[1:])})"
+        warnings.warn_explicit(f"{who}: {w.message}", w.category, w.filename, w.lineno)
 
 
 def build_leaderboard(
@@ -224,19 +347,35 @@ def build_leaderboard(
     normalise: bool,
     notes: list[str],
     n_boot: int,
+    scored: Scored | None = None,
 ) -> Leaderboard:
+    """The leaderboard of ``scores[metric][model]`` (models in zoo ``order``), ranked by ``names[0]``.
+
+    Tied scores (within :data:`transfersel.regimes.REL_TIE`) share a rank; a saturated regime and an all-tie
+    are one line per metric, other ties of the first metric one note per group; NaN scores rank last.
+    ``scored`` adds the reduction, the per-metric notices and the per-model failures.
+    """
     ranks: dict[str, dict[str, int]] = {}
     normalised: dict[str, dict[str, float]] = {}
+    notices = list(scored.notices) if scored is not None else []
     for m in names:
         s = [scores[m][model] for model in order]
-        ranks[m] = {order[i]: r + 1 for r, i in enumerate(top_k(s, len(s)))}
+        ranks[m] = dict(zip(order, tie_ranks(s), strict=True))
         normalised[m] = dict(zip(order, map(float, minmax(s)), strict=True))
         nan_models = [model for model, v in zip(order, s, strict=True) if math.isnan(v)]
-        if nan_models:
-            notes.append(f"{m}: NaN for {', '.join(nan_models)} (ranked last)")
-    first = names[0]
-    for group in score_ties([scores[first][model] for model in order], order):
-        notes.append(f"{first}: tied scores for {', '.join(group)} (ranked in zoo order)")
+        unexplained = [x for x in nan_models if not _explained(scored, x, m)]
+        if unexplained:
+            notes.append(f"{m}: NaN for {', '.join(unexplained)} (ranked last)")
+        line = scored.saturated.get(m) if scored is not None else None
+        if all_tie(s):
+            value = next(v for v in s if math.isfinite(v))
+            tie = f"all {len(s) - len(nan_models)} scored models tie at {value:.6g} (equal ranks)"
+            line = f"{line}; {tie}" if line else f"{m}: {tie}: no ranking information"
+        elif m == names[0]:
+            for group in tie_groups(s, order):
+                notes.append(f"{m}: tied scores for {', '.join(group)} (equal ranks)")
+        if line:
+            notices.append(line)
     accuracy = ground_truth.for_models(dataset, order) if ground_truth else None
     correlations = (
         tuple(
@@ -257,10 +396,32 @@ def build_leaderboard(
         )
         for i, model in enumerate(order)
     ]
-    rows.sort(key=lambda r: r.ranks[first])
+    rows.sort(key=lambda r: r.ranks[names[0]])
     return Leaderboard(
-        dataset, tuple(names), tuple(rows), correlations, tuple(dict.fromkeys(notes)), normalise
+        dataset,
+        tuple(names),
+        tuple(rows),
+        correlations,
+        tuple(dict.fromkeys([*notices, *notes])),
+        normalise,
+        reduce=None if scored is None else reduce_label(scored.reduce),
+        dims={} if scored is None else _scored_dims(scored),
+        failures={} if scored is None else {m: "; ".join(r) for m, r in scored.failures.items()},
     )
+
+
+def _explained(scored: Scored | None, model: str, metric: str) -> bool:
+    """Whether a failure note already says why ``model`` has no ``metric`` score (not repeated per metric)."""
+    reasons = scored.failures.get(model, []) if scored is not None else []
+    return any(r.startswith(("invalid input", f"{metric} ")) for r in reasons)
+
+
+def _scored_dims(scored: Scored) -> dict[str, dict[str, int]]:
+    """Per reducible metric and model the dimension it scored: the projection's d, or D unreduced."""
+    return {
+        m: {model: scored.widths[model] if d is None else d for model, d in per.items()}
+        for m, per in scored.dims.items()
+    }
 
 
 def leaderboards_from_scores(

@@ -10,30 +10,24 @@ from typing import Annotated, Any
 import typer
 
 from transfersel.cli.app import (
+    REDUCE_DEFAULT,
     DataOpt,
     DataOptions,
     FeaturesOpt,
     GroundTruthOpt,
     MetricsOpt,
     OutOpt,
+    ReduceOpt,
     VerboseOpt,
     app,
     data_options,
-    say,
+    exit_if_partial,
     show_tables,
     target_options,
     user_errors,
     wrote,
 )
 from transfersel.features import load_array
-
-
-def _exit_if_refused(refused: tuple[str, ...]) -> None:
-    """A metric asked for by name could not run (the table's notes say why): say which and exit 1."""
-    if refused:
-        names = ", ".join(dict.fromkeys(why.split()[0] for why in refused))
-        say(f"not ranked: {names} (asked for, but could not run; see the notes above)")
-        raise typer.Exit(1)
 
 
 @app.command("metrics")
@@ -50,7 +44,7 @@ def metrics_cmd() -> None:
             m.description,
             ", ".join(f"{k}={v!r}" for k, v in m.options.items()),
         )
-        for m in list_metrics()
+        for m in list_metrics(pool=None)
     )
     show_tables(Table(("metric", "needs", "description", "options"), rows))
 
@@ -85,10 +79,20 @@ def score_cmd(
     inputs = check_inputs(
         load_array(features, "features"), load_array(labels, "labels"), logits=L, label_embeddings=E
     )
-    rows = []
+    rows, notes = [], list(plan.skipped.values())
     for m in plan.metrics:
         t0 = time.perf_counter()
-        value = m.compute(inputs, **plan.options.get(m.name, {}))
+        opts = plan.options.get(m.name, {})
+        if m.pool:  # one feature file: its components; the score is relative to a pool of models
+            parts = m.compute_components(inputs, **opts)
+            seconds = time.perf_counter() - t0
+            rows += [{"metric": f"{m.name}.{k}", "score": v, "seconds": seconds} for k, v in parts.items()]
+            notes.append(
+                f"{m.name} is pool-relative: these are one model's components; "
+                "`transfersel rank` combines them over the models"
+            )
+            continue
+        value = m.compute(inputs, **opts)
         rows.append({"metric": m.name, "score": value, "seconds": time.perf_counter() - t0})
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
@@ -99,10 +103,10 @@ def score_cmd(
                 ("metric", "score", "seconds"),
                 tuple((r["metric"], r["score"], round(r["seconds"], 3)) for r in rows),
                 title,
-                tuple(plan.skipped.values()),
+                tuple(notes),
             )
         )
-    _exit_if_refused(plan.refused)
+    exit_if_partial(plan.refused, {})
 
 
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="figure (.png)")]
@@ -125,13 +129,15 @@ def rank_cmd(
     iterations: Annotated[
         int, typer.Option("--iterations", help="emms alternating steps (1 = reference)")
     ] = 1,
+    reduce: ReduceOpt = REDUCE_DEFAULT,
     verbose: VerboseOpt = False,
 ) -> None:
     """Rank the zoo's models on a dataset (extracting missing features), best first by the first metric.
 
     EMMS needs --embedder (class names), or --targets with --target-column (per-sample texts, or numbers
     with --regression; LogME then also scores those targets). A metric that cannot run is left out with a
-    one-line reason and the exit status is 1."""
+    one-line reason and the exit status is 1; so is it when a model's input or a metric fails on a model
+    (NaN, ranked last, named in the notes) while the others are ranked."""
     from transfersel.rank import rank
 
     board = rank(
@@ -145,11 +151,12 @@ def rank_cmd(
         label_targets=label_targets,
         options={"emms": {"steps": iterations}} if iterations != 1 else None,
         progress=True,
+        reduce=reduce,
         **opts.rank_kwargs(),
     )
     show_tables(board.table(seconds=verbose), *([board.correlation_table()] if board.correlations else []))
     wrote(*(out or ()), plot)
-    _exit_if_refused(board.refused)
+    exit_if_partial(board.refused, board.failures)
 
 
 @app.command("evaluate")
@@ -178,6 +185,7 @@ def evaluate_cmd(
     plot: Annotated[
         Path | None, typer.Option("--plot", help="score-vs-accuracy scatter per dataset (.png)")
     ] = None,
+    reduce: ReduceOpt = REDUCE_DEFAULT,
 ) -> None:
     """Correlate metric scores with fine-tuned accuracy: the metrics x datasets weighted-tau table."""
     from transfersel.rank import evaluate
@@ -192,11 +200,12 @@ def evaluate_cmd(
         plot=plot,
         label_targets=label_targets,
         progress=True,
+        reduce=reduce,
         **opts.rank_kwargs(),
     )
     show_tables(result.table(), result.correlation_table())
     wrote(*(out or ()), plot)
-    _exit_if_refused(result.refused)
+    exit_if_partial(result.refused, result.failures)
 
 
 @app.command("ensemble")
@@ -215,6 +224,7 @@ def ensemble_cmd(
     features: FeaturesOpt = None,
     ground_truth: GroundTruthOpt = None,
     out: OutOpt = None,
+    reduce: ReduceOpt = REDUCE_DEFAULT,
 ) -> None:
     """Select k models that are transferable and complementary (greedy, deterministic); one -m metric."""
     from transfersel.errors import InputError
@@ -236,7 +246,9 @@ def ensemble_cmd(
         mode=mode,
         r=r,
         out=out,
+        reduce=reduce,
         **opts.rank_kwargs(),
     )
     show_tables(result.table())
     wrote(*(out or ()))
+    exit_if_partial(result.leaderboard.refused, result.leaderboard.failures)

@@ -3,7 +3,8 @@
 The shared options mean the same in every command that takes them:
 
 ``--models`` zoo YAML, ``--model`` one zoo entry (repeatable), ``--data`` dataset, ``--split``,
-``--max-per-class``, ``--seed``, ``--cache-dir``, ``--device``, ``--metric/-m`` (repeatable, ``knn:k=5``).
+``--max-per-class``, ``--seed``, ``--cache-dir``, ``--device``, ``--metric/-m`` (repeatable, ``knn:k=5``),
+``--reduce`` (auto, none or d; default from ``transfersel/selection.json``).
 Old spellings (``--only``, ``--cache``) still work, hidden from the help.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,7 +24,16 @@ from rich.markup import escape
 
 from transfersel.errors import TransferselError
 
-__all__ = ["DataOptions", "app", "console", "data_options", "err_console", "target_options", "user_errors"]
+__all__ = [
+    "DataOptions",
+    "app",
+    "console",
+    "data_options",
+    "err_console",
+    "exit_if_partial",
+    "target_options",
+    "user_errors",
+]
 
 
 def _version(value: bool) -> None:
@@ -78,6 +88,19 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             warnings.showwarning = old
 
     return wrapper
+
+
+def exit_if_partial(refused: tuple[str, ...], failures: Mapping[str, str]) -> None:
+    """Exit 1 after the tables when a metric asked for by name could not run, or some models got NaN
+    because their input or a metric failed (the notes say why); one line each."""
+    if refused:
+        names = ", ".join(dict.fromkeys(why.split()[0] for why in refused))
+        say(f"not ranked: {names} (asked for, but could not run; see the notes above)")
+    if failures:
+        n = len(failures)
+        say(f"partial failure: {n} model(s) got NaN, ranked last: {', '.join(failures)} (see the notes)")
+    if refused or failures:
+        raise typer.Exit(1)
 
 
 def say(line: str) -> None:
@@ -292,9 +315,20 @@ MetricsOpt = Annotated[
     typer.Option(
         "--metric",
         "-m",
-        help="metric (repeatable; NAME:KEY=VALUE sets an option, e.g. knn:k=5), or 'all'; default: sfda",
+        help="metric (repeatable; NAME:KEY=VALUE sets an option, e.g. knn:k=5), or 'all' (pool metrics "
+        "ncti, etran, auto included); default: auto",
     ),
 ]
+ReduceOpt = Annotated[
+    str,
+    typer.Option(
+        "--reduce",
+        help="project the D x D metrics' features on their top-d principal axes: auto, none or d "
+        "(default: the value in transfersel/selection.json); every output states it",
+        show_default=False,
+    ),
+]
+REDUCE_DEFAULT = "default"
 DataOpt = Annotated[
     str, typer.Option("--data", help="dataset folder (ImageFolder), or its name with --features")
 ]

@@ -10,7 +10,9 @@ from typing import Annotated, Any
 import typer
 
 from transfersel.cli.app import (
+    REDUCE_DEFAULT,
     DataOptions,
+    ReduceOpt,
     app,
     data_options,
     say,
@@ -266,6 +268,7 @@ def demo_cmd(
     threads: Annotated[
         int, typer.Option(help="CPU threads for torch and BLAS (1: fastest on a busy 2-core machine)")
     ] = 1,
+    reduce: ReduceOpt = REDUCE_DEFAULT,
 ) -> None:
     """The main job end to end, offline: EfficientNet-Lite0/1/2 (ImageNet) and random-init controls on
     scikit-learn's digits: extract, rank with every metric, linear-probe ground truth, τ_w table.
@@ -276,7 +279,7 @@ def demo_cmd(
     def step(line: str) -> None:
         say(f"demo {line}")
 
-    result = run_demo(workdir, quick=quick, device=device, threads=threads, say=step)
+    result = run_demo(workdir, quick=quick, device=device, threads=threads, say=step, reduce=reduce)
     show_tables(result.leaderboard_table(), result.tau_table())
     if result.emms_hint:
         say(result.emms_hint)
