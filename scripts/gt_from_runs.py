@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Fine-tuning ground truth CSV from its run log, and the run-to-run noise of re-run records.
+
+Per (dataset, model): the mean test accuracy over the final-retrain seeds, from the last record per run key
+whose dataset fingerprint is the current one (the latest fingerprint logged for that dataset name). Records
+under an older fingerprint of the same dataset (a previous session) that match a current record in
+(dataset, model, stage, lr, seed) measure the run-to-run noise; it is printed.
+
+usage: python scripts/gt_from_runs.py RUNS.jsonl OUT.csv [--header-from OLD.csv] [--seeds 0 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--header-from", type=Path, help="copy its leading # lines")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = ap.parse_args()
+    last: dict[str, dict] = {}
+    current: dict[str, str] = {}
+    for line in args.runs.read_text().splitlines():
+        r = json.loads(line)
+        r["_fp"] = json.loads(r["key"])["dataset"]
+        last[r["key"]] = r
+        current[r["dataset"]] = r["_fp"]
+    fresh = [r for r in last.values() if r["_fp"] == current[r["dataset"]]]
+    acc: dict[tuple[str, str], dict[int, float]] = {}
+    for r in fresh:
+        if r["stage"] == "test" and r["seed"] in args.seeds:
+            acc.setdefault((r["dataset"], r["model"]), {})[r["seed"]] = float(r["accuracy"])
+    missing = [k for k, v in acc.items() if len(v) != len(args.seeds)]
+    if missing:
+        raise SystemExit(
+            f"{len(missing)} (dataset, model) pairs lack a seed, e.g. {missing[0]}; wait for the run"
+        )
+    header = []
+    if args.header_from is not None:
+        header = [ln for ln in args.header_from.read_text().splitlines() if ln.startswith("#")]
+    rows = [f"{d},{m},{np.mean(list(v.values())):.2f}" for (d, m), v in sorted(acc.items())]
+    args.out.write_text("\n".join([*header, "dataset,model,accuracy", *rows]) + "\n")
+    print(f"{args.out}: {len(rows)} rows")
+    new = {(r["dataset"], r["model"], r["stage"], r["lr"], r["seed"]): r["accuracy"] for r in fresh}
+    diffs = [
+        abs(float(r["accuracy"]) - float(new[k]))
+        for r in last.values()
+        if r["_fp"] != current[r["dataset"]]
+        and (k := (r["dataset"], r["model"], r["stage"], r["lr"], r["seed"])) in new
+    ]
+    if diffs:
+        d = np.array(diffs)
+        nz = d[d > 1e-9]
+        print(
+            f"re-run records: {len(d)}; differ: {len(nz)}; |diff| of those: min {nz.min():.2f}, median "
+            f"{np.median(nz):.2f}, mean {nz.mean():.2f}, max {nz.max():.2f} points"
+            if len(nz)
+            else f"re-run records: {len(d)}; none differ"
+        )
+
+
+if __name__ == "__main__":
+    main()
