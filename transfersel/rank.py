@@ -108,7 +108,10 @@ def _add_baselines(scored: Any, priors: dict[str, dict[str, float]]) -> None:
             scored.scores[name] = values
             scored.seconds[name] = dict.fromkeys(models, 0.0)
     if any(n in PRIORS for n in scored.names):
-        scored.notices.append("prior_*: target-free baselines from the zoo (a metric should beat them)")
+        scored.notices.append(
+            "prior_*: target-free baselines from the zoo (a metric should beat them); "
+            "in written files, and on screen with --verbose"
+        )
 
 
 def _rank(

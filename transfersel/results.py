@@ -55,12 +55,13 @@ class Leaderboard:
     def __str__(self) -> str:
         return render(self.table())
 
-    def table(self, *, seconds: bool = False, dims: bool = False) -> Table:
+    def table(self, *, seconds: bool = False, dims: bool = False, baselines: bool = True) -> Table:
         """model, then per metric: score (zoo-normalised if ``normalise``), rank (and seconds if ``seconds``,
         the scored dimension ``{metric}_d`` of a reducible metric if ``dims``); then the ground-truth accuracy
-        when given."""
+        when given. ``baselines=False`` leaves out the ``prior_*`` columns (the compact console view)."""
+        shown = [m for m in self.metrics if baselines or not m.startswith("prior_")]
         columns = ["model"]
-        for m in self.metrics:
+        for m in shown:
             columns += [f"{m}_norm" if self.normalise else m, f"{m}_rank"] + ([f"{m}_s"] if seconds else [])
             columns += [f"{m}_d"] if dims and m in self.dims else []
         gt = any(r.accuracy is not None for r in self.rows)
@@ -69,7 +70,7 @@ class Leaderboard:
         rows = []
         for r in self.rows:
             row: list[Any] = [r.model]
-            for m in self.metrics:
+            for m in shown:
                 row += [r.normalised[m] if self.normalise else r.scores[m], r.ranks[m]]
                 row += [round(r.seconds[m], 4)] if seconds else []
                 row += [self.dims[m].get(r.model)] if dims and m in self.dims else []

@@ -154,7 +154,8 @@ def rank_cmd(
         reduce=reduce,
         **opts.rank_kwargs(),
     )
-    show_tables(board.table(seconds=verbose), *([board.correlation_table()] if board.correlations else []))
+    extra = [board.correlation_table()] if board.correlations else []
+    show_tables(board.table(seconds=verbose, baselines=verbose), *extra)
     wrote(*(out or ()), plot)
     exit_if_partial(board.refused, board.failures)
 
