@@ -57,17 +57,20 @@ def test_quick_demo_ranks_pretrained_above_random_controls_with_every_metric(qui
     # the ground truth separates ImageNet weights from random init by far (measured 74.5 % vs 26.5 %)
     assert min(acc[m] for m in PRETRAINED) > max(acc[m] for m in CONTROLS) + 20
 
-    expected = {m.name for m in list_metrics() if set(m.needs) <= {"logits"}} | (
+    # every metric the demo's inputs allow, pool metrics (auto, ncti, etran) included, beside the priors
+    expected = {m.name for m in list_metrics(pool=None) if set(m.needs) <= {"logits"}} | (
         {"emms"} if HAS_MINILM else set()
     )
     board = result.board
-    assert set(board.metrics) == expected and (result.emms_hint is None) == HAS_MINILM
+    priors = {m for m in board.metrics if m.startswith("prior_")}
+    assert {"auto", "ncti", "etran"} <= expected and priors
+    assert set(board.metrics) - priors == expected and (result.emms_hint is None) == HAS_MINILM
     for row in board.rows:
         assert all(math.isfinite(row.scores[m]) for m in board.metrics), row
     for m in ("logme", "leep", "knn", "linear", "gbc"):  # these metrics see the controls' weakness too
         scores = {r.model: r.scores[m] for r in board.rows}
         assert max(scores[c] for c in CONTROLS) < min(scores[p] for p in PRETRAINED), (m, scores)
-    assert {c.metric for c in board.correlations} == expected
+    assert {c.metric for c in board.correlations} - priors == expected
 
     gt = read_ground_truth(result.ground_truth)
     assert gt.accuracy == {"digits_jittered": {m: round(a, 2) for m, a in acc.items()}}
