@@ -103,6 +103,15 @@ def exit_if_partial(refused: tuple[str, ...], failures: Mapping[str, str]) -> No
         raise typer.Exit(1)
 
 
+def exit_if_failed(failures: Mapping[str, str]) -> None:
+    """One ``failed: model: why`` line per model that could not be processed, then exit 1 if any failed
+    (the others' results are already written)."""
+    for name, why in failures.items():
+        say(f"failed: {name}: {why}")
+    if failures:
+        raise typer.Exit(1)
+
+
 def say(line: str) -> None:
     """One plain line on stderr (no markup, no highlighting)."""
     err_console.print(line, markup=False, highlight=False)

@@ -15,6 +15,7 @@ from transfersel.cli.app import (
     ReduceOpt,
     app,
     data_options,
+    exit_if_failed,
     say,
     show_tables,
     target_options,
@@ -75,11 +76,8 @@ def extract_cmd(
         say(f"skipped {len(report.skipped)} unreadable image(s):")
         for path, why in report.skipped.items():
             say(f"  {path}: {why}")
-    for name, why in report.failures.items():
-        say(f"failed: {name}: {why}")
     say(f"cache: {store.dataset_dir(dataset)}")
-    if report.failures:
-        raise typer.Exit(1)
+    exit_if_failed(report.failures)
 
 
 @app.command("finetune")
@@ -163,10 +161,7 @@ def finetune_cmd(
     title = f"{train.name}: {protocol.mode} fine-tuning"
     show_tables(Table(("model", "test accuracy %", "chosen"), rows, title))
     say(f"{report.runs_done} run(s) computed, {report.runs_cached} from the log; wrote {out}")
-    for name, why in report.failures.items():
-        say(f"failed: {name}: {why}")
-    if report.failures:
-        raise typer.Exit(1)
+    exit_if_failed(report.failures)
 
 
 @app.command("embed")
