@@ -30,12 +30,9 @@ Reduce = int | str | None
 
 def default_reduce() -> Reduce:
     """The ``reduce`` of rank/evaluate/ensemble/demo by default: ``selection.json`` "reduce" → "default"."""
-    import json
+    from transfersel.metrics import default_reduce_setting
 
-    from transfersel.metrics._reduce import SELECTION_FILE
-
-    rule = json.loads(SELECTION_FILE.read_text())["reduce"]
-    return resolve_reduce(rule.get("default", "none"))
+    return resolve_reduce(default_reduce_setting())
 
 
 def resolve_reduce(value: Reduce) -> Reduce:

@@ -33,7 +33,7 @@ from transfersel.metrics import _linalg as linalg
 from transfersel.metrics._inputs import Inputs, check_inputs, encode_labels, reduce_features
 from transfersel.metrics._inputs import _check_float_matrix as check_float_matrix
 from transfersel.metrics._linalg import resolve_device, stratified_permutation
-from transfersel.metrics._reduce import auto_dim, effective_dim, saturation
+from transfersel.metrics._reduce import auto_dim, default_reduce_setting, effective_dim, saturation
 
 __all__ = [
     "Inputs",
@@ -42,6 +42,7 @@ __all__ = [
     "auto_dim",
     "check_float_matrix",
     "check_inputs",
+    "default_reduce_setting",
     "effective_dim",
     "encode_labels",
     "get_metric",

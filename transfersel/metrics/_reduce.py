@@ -52,6 +52,12 @@ def _rule() -> dict[str, Any]:
     return json.loads(SELECTION_FILE.read_text())["reduce"]
 
 
+def default_reduce_setting() -> str:
+    """The ``reduce`` that rank/evaluate/ensemble/demo use when none is given: ``selection.json`` "reduce" →
+    "default" (chosen on the offline benchmark; "none" when the file names none)."""
+    return str(_rule().get("default", "none"))
+
+
 def auto_dim(n: int, d: int, c: int) -> int:
     """``d*(N, D, C) = min(D, N − 1, max(C, ⌊f·(N − C)⌋))``, ``f`` from ``selection.json`` ("reduce")."""
     f = float(_rule()["fraction"])

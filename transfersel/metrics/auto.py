@@ -35,6 +35,7 @@ import numpy as np
 
 from transfersel.errors import InputError
 from transfersel.metrics import register_metric
+from transfersel.metrics._reduce import SELECTION_FILE
 
 __all__ = [
     "SELECTION_FILE",
@@ -47,7 +48,6 @@ __all__ = [
     "standardise",
 ]
 
-SELECTION_FILE = Path(__file__).resolve().parents[1] / "selection.json"
 STANDARDISE = ("rank", "z")
 
 
