@@ -232,16 +232,16 @@ def fit(
 
 def seed_ceiling(runs_log: Path, gt) -> dict[str, float]:
     """Per dataset, the mean τ_w between the test accuracies of two final-retrain seeds (all seed pairs that
-    cover every model of the ground truth ``gt``; the last logged run of a model and seed counts)."""
-    datasets = gt.datasets
+    cover every model of the ground truth ``gt``; the runs of :func:`gt_from_runs.read_runs`: the last
+    logged run of a model and seed under the dataset's current fingerprint)."""
+    from gt_from_runs import final_test_accuracy, read_runs
+
+    current, _ = read_runs(runs_log)
     acc: dict[str, dict[int, dict[str, float]]] = {}
-    with runs_log.open() as fh:
-        for line in fh:
-            r = json.loads(line)
-            if r.get("stage") == "test" and r.get("dataset") in datasets:
-                acc.setdefault(r["dataset"], {}).setdefault(int(r["seed"]), {})[r["model"]] = float(
-                    r["accuracy"]
-                )
+    for (d, m), by_seed in final_test_accuracy(current).items():
+        if d in gt.datasets:
+            for seed, a in by_seed.items():
+                acc.setdefault(d, {}).setdefault(seed, {})[m] = a
     out = {}
     for d, seeds in acc.items():
         taus = []

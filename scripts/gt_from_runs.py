@@ -13,9 +13,38 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+
+def read_runs(runs: Path) -> tuple[list[dict], list[dict]]:
+    """``(current, older)``: the last record per run key, split by whether its dataset fingerprint is the
+    latest one logged for that dataset name (``older``: a previous session's, e.g. before shared/ was laid
+    again). Each record gets ``_fp``, its dataset fingerprint."""
+    last: dict[str, dict] = {}
+    latest: dict[str, str] = {}
+    for line in runs.read_text().splitlines():
+        r = json.loads(line)
+        r["_fp"] = json.loads(r["key"])["dataset"]
+        last[r["key"]] = r
+        latest[r["dataset"]] = r["_fp"]
+    current = [r for r in last.values() if r["_fp"] == latest[r["dataset"]]]
+    older = [r for r in last.values() if r["_fp"] != latest[r["dataset"]]]
+    return current, older
+
+
+def final_test_accuracy(
+    current: list[dict], seeds: Sequence[int] | None = None
+) -> dict[tuple[str, str], dict[int, float]]:
+    """``{(dataset, model): {seed: test accuracy %}}`` of the final retrains (with a seed in ``seeds``, or
+    every seed when None)."""
+    acc: dict[tuple[str, str], dict[int, float]] = {}
+    for r in current:
+        if r["stage"] == "test" and (seeds is None or r["seed"] in seeds):
+            acc.setdefault((r["dataset"], r["model"]), {})[r["seed"]] = float(r["accuracy"])
+    return acc
 
 
 def main() -> None:
@@ -25,18 +54,8 @@ def main() -> None:
     ap.add_argument("--header-from", type=Path, help="copy its leading # lines")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = ap.parse_args()
-    last: dict[str, dict] = {}
-    current: dict[str, str] = {}
-    for line in args.runs.read_text().splitlines():
-        r = json.loads(line)
-        r["_fp"] = json.loads(r["key"])["dataset"]
-        last[r["key"]] = r
-        current[r["dataset"]] = r["_fp"]
-    fresh = [r for r in last.values() if r["_fp"] == current[r["dataset"]]]
-    acc: dict[tuple[str, str], dict[int, float]] = {}
-    for r in fresh:
-        if r["stage"] == "test" and r["seed"] in args.seeds:
-            acc.setdefault((r["dataset"], r["model"]), {})[r["seed"]] = float(r["accuracy"])
+    fresh, older = read_runs(args.runs)
+    acc = final_test_accuracy(fresh, args.seeds)
     missing = [k for k, v in acc.items() if len(v) != len(args.seeds)]
     if missing:
         raise SystemExit(
@@ -51,9 +70,8 @@ def main() -> None:
     new = {(r["dataset"], r["model"], r["stage"], r["lr"], r["seed"]): r["accuracy"] for r in fresh}
     diffs = [
         abs(float(r["accuracy"]) - float(new[k]))
-        for r in last.values()
-        if r["_fp"] != current[r["dataset"]]
-        and (k := (r["dataset"], r["model"], r["stage"], r["lr"], r["seed"])) in new
+        for r in older
+        if (k := (r["dataset"], r["model"], r["stage"], r["lr"], r["seed"])) in new
     ]
     if diffs:
         d = np.array(diffs)

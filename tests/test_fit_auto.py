@@ -78,6 +78,9 @@ def test_seed_ceiling_uses_complete_seed_pairs_only(tmp_path):
     rows.append(
         {"dataset": "b", "stage": "test", "seed": 0, "model": "m0", "accuracy": 50.0}
     )  # seed 1 missing
+    for r in rows:  # as RunLog writes them: the run key names the dataset's fingerprint
+        run = {k: r[k] for k in ("model", "seed", "stage")}
+        r["key"] = json.dumps({"dataset": f"fp-{r['dataset']}", **run})
     log.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     gt = GroundTruth({"a": {f"m{i}": 1.0 for i in range(4)}, "b": {"m0": 1.0, "m1": 2.0}}, "x")
     want = np.mean([weighted_tau(acc[i], acc[j]) for i, j in ((0, 1), (0, 2), (1, 2))])
