@@ -8,6 +8,10 @@ Cholesky with C right-hand sides. ``Sw`` comes from the centred Gram (``N·Sw = 
 Stage 1 fits on X and softly mixes every sample towards the mean of the other classes (ConfMix);
 stage 2 refits on the mixed features X̃ with the same shrinkage λ and returns the mean probability of
 the true class. Shapes: X (N, D) float32/float64, M (C, D), B (D, D), W (C, D), all algebra float64.
+
+Out of core (``_stream``): both stages need only the counts, class sums and centred Gram of their
+features, and stage 2 only the (N,) true-class confidences of stage 1: X̃ is a :class:`RowView`
+recomputed from X in each of its three passes (class sums, Gram, scores), never an (N, D) array.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from transfersel.errors import TransferabilityWarning
 from transfersel.metrics import register_metric
 from transfersel.metrics._inputs import Inputs
 from transfersel.metrics._linalg import EPS64, chol_solve, row_blocks, softmax_rows
+from transfersel.metrics._stream import RowView
 
 SHRINKAGE_RATE = 5.0  # a in λ = exp(−a·σ̂)
 SHRINKAGE_FLOOR = 1e-10
@@ -91,24 +96,41 @@ def _true_class_scores(inputs: Inputs, W: np.ndarray, b: np.ndarray, *, log: boo
     return total / inputs.N
 
 
-def _confmix(inputs: Inputs, W: np.ndarray, b: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """X̃_i = p_i·x_i + (1 − p_i)·μ̄_{−y_i}: a new (N, D) array, inputs.X is never written.
+def _true_class_confidence(inputs: Inputs, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N,) ``p_i``: the true-class entry of a second softmax over the stage-1 probabilities.
 
-    ``p_i`` is the true-class entry of a second softmax over the stage-1 probabilities (confined to
-    ``[1/(e+C−1), e/(e+C−1)]``); ``μ̄_{−c}`` is the mean of the other classes' means of the original X.
+    The only per-sample state stage 2 needs (the N×C probabilities are reduced to it block by block).
+    """
+    p = np.empty(inputs.N)
+    for rows, block in row_blocks(inputs.X, SCORE_BLOCK_ROWS):
+        yb = inputs.y[rows]
+        soft = softmax_rows(softmax_rows(block @ W.T + b, inplace=True), inplace=True)
+        p[rows] = soft[np.arange(len(yb)), yb]
+    return p
+
+
+def _confmix(inputs: Inputs, W: np.ndarray, b: np.ndarray, dtype: np.dtype) -> RowView:
+    """X̃_i = p_i·x_i + (1 − p_i)·μ̄_{−y_i} as a :class:`RowView`: recomputed from X in each pass over it,
+    never stored (an (N, D) copy would double the memory of a memmapped X); inputs.X is never written.
+
+    ``p_i`` (:func:`_true_class_confidence`) is confined to ``[1/(e+C−1), e/(e+C−1)]``; ``μ̄_{−c}`` is the
+    mean of the other classes' means of the original X. Each mixed row is rounded to ``dtype`` like the
+    reference's in-place write, so every pass sees the same X̃.
     """
     M = inputs.class_means
     outer = (M.sum(axis=0) - M) / (inputs.C - 1)
-    mixed = np.empty(inputs.X.shape, dtype=dtype)
-    for rows, block in row_blocks(inputs.X, SCORE_BLOCK_ROWS):
-        yb = inputs.y[rows]
-        soft = softmax_rows(softmax_rows(block @ W.T + b))
-        p = soft[np.arange(len(yb)), yb][:, None]
-        block *= p
-        block += (1.0 - p) * outer[yb]
-        mixed[rows] = block  # rounded to the input dtype like the reference's in-place write
-    mixed.flags.writeable = False
-    return mixed
+    p = _true_class_confidence(inputs, W, b)
+    y = inputs.y
+
+    def mix(rows: slice, block: np.ndarray) -> np.ndarray:
+        q = p[rows][:, None]
+        block *= q
+        block += (1.0 - q) * outer[y[rows]]
+        if dtype != np.float64:
+            block[...] = block.astype(dtype)
+        return block
+
+    return RowView(inputs.X, transform=mix, dtype=dtype)
 
 
 @register_metric(
@@ -130,7 +152,7 @@ def sfda(
         shrinkage: fixed λ for both stages, or None for the reference's adaptive λ (from stage 1).
         log: average ``log P2_{i,y_i}`` instead of ``P2_{i,y_i}``.
         store_mixed_in_input_dtype: round X̃ to the input dtype (the reference's behaviour); False
-            keeps it float64 (differs by ≤ 1.5e-9 relative, costs an N×D float64 array).
+            keeps it float64 (differs by ≤ 1.5e-9 relative).
     """
     if inputs.scale_unsafe("sfda", why="its shrinkage λ = exp(−5·σ̂) of the top scatter eigenvalue σ̂"):
         return float("nan")
@@ -155,6 +177,7 @@ def sfda(
 
     W, b, lam = _lda(inputs, shrinkage)
     dtype = inputs.X.dtype if store_mixed_in_input_dtype else np.dtype(np.float64)
-    mixed = dataclasses.replace(inputs, X=_confmix(inputs, W, b, dtype), logits=None, label_embeddings=None)
+    X_mixed = _confmix(inputs, W, b, dtype)
+    mixed = dataclasses.replace(inputs, X=X_mixed, logits=None, label_embeddings=None, _reduced={})
     W2, b2, _ = _lda(mixed, lam)  # λ from stage 1 is reused, not re-estimated
     return float(_true_class_scores(mixed, W2, b2, log=log))
