@@ -50,8 +50,10 @@ def load_array(path: Path, what: str) -> Any:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         if "mmap length" in str(exc):
-            raise InputError(f"{what} file {path} is truncated (shorter than its .npy header says); save it "
-                             "again with numpy.save") from None
+            raise InputError(
+                f"{what} file {path} is truncated (shorter than its .npy header says); save it "
+                "again with numpy.save"
+            ) from None
         raise InputError(
             f"{what} file {path} is not a readable .npy array ({' '.join(str(exc).split())}); save it with "
             "numpy.save (numeric data, not objects)"

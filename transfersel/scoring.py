@@ -21,7 +21,7 @@ import yaml
 from transfersel.agreement import GroundTruth, correlate, minmax, read_scores_csv
 from transfersel.errors import InputError, TransferselError
 from transfersel.features import ModelFeatures
-from transfersel.metrics import Metric, get_metric, saturation
+from transfersel.metrics import SUBSAMPLE_SEED, Metric, get_metric, saturation
 from transfersel.progress import StepProgress
 from transfersel.regimes import all_tie, reduce_label, reduce_note, saturation_note, tie_groups, tie_ranks
 from transfersel.results import Leaderboard, Row
@@ -140,7 +140,8 @@ class Scored:
     metric scored (None = the features as they are), ``widths[model]`` the feature dimension D;
     ``notices`` the reduction lines (metrics with the same reduction share one), ``saturated[metric]`` the
     saturated-regime line; ``failures[model]`` the reasons a model got NaN because its input or a metric
-    failed on it.
+    failed on it; ``subsampled[metric][model]`` the N of a model whose rows were above the cap of a metric
+    that cannot stream (it scored a seeded stratified subsample, said once per metric in ``notices``).
     """
 
     names: list[str]
@@ -152,6 +153,7 @@ class Scored:
     notices: list[str] = field(default_factory=list)
     saturated: dict[str, str] = field(default_factory=dict)
     failures: dict[str, list[str]] = field(default_factory=dict)
+    subsampled: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def fail(self, model: str, reason: str, notes: list[str]) -> None:
         """Record that ``model`` got NaN for ``reason``, with one note naming the model."""
@@ -221,11 +223,21 @@ def score_models(
         if line:
             out.saturated[m.name] = line
     out.notices += [f"{', '.join(names)}: {what}" for what, names in said.items()]
+    out.notices += [_subsample_note(get_metric(name), by_model) for name, by_model in out.subsampled.items()]
     _reissue(caught)
     return out
 
 
 _SATURATION_WORDS = ("saturat", "wide regime")
+
+
+def _subsample_note(metric: Metric, rows: Mapping[str, int]) -> str:
+    """One line: ``metric`` scored a seeded stratified subsample for these models (``{model: N}``)."""
+    who = ", ".join(f"{model} (N = {n})" for model, n in rows.items())
+    return (
+        f"{metric.name}: scored a class-stratified subsample of {metric.max_rows} rows, "
+        f"seed {SUBSAMPLE_SEED} (it cannot stream) for {who}"
+    )
 
 
 @dataclass
@@ -291,6 +303,8 @@ class _Job:
                 for w in found
                 if not (saturated and any(k in str(w.message) for k in _SATURATION_WORDS))
             ]
+            if metric.subsamples(inputs.N):
+                out.subsampled.setdefault(metric.name, {})[model] = inputs.N
             out.scores[metric.name][model] = value
             out.seconds[metric.name][model] = time.perf_counter() - t0
             bar.advance()

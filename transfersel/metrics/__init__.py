@@ -10,8 +10,11 @@ Users call ``get_metric(name)(features, labels, *, logits=None, label_embeddings
 
 ``reducible=True`` marks a metric built on D×D statistics: the registry applies ``reduce`` (None, an int
 d or "auto", spec selection.md §2) once, centrally, before the function sees the inputs; other metrics
-ignore ``reduce``. ``pool_weights={component: weight}`` marks a pool metric (spec §3): its function returns
-one model's components, and :meth:`Metric.combine` min–max normalises each over the candidate models.
+ignore ``reduce``. ``max_rows=n`` marks a metric whose algorithm cannot stream (spec scale.md §2): above n
+rows the registry scores a seeded class-stratified subsample of n rows (``Inputs.subsampled``, seed
+``SUBSAMPLE_SEED``) and warns once with the cap and the seed. ``pool_weights={component: weight}`` marks
+a pool metric (spec §3): its function returns one model's components, and :meth:`Metric.combine` min–max
+normalises each over the candidate models.
 Third-party packages register metrics through the entry-point group ``transfersel.metrics`` (the entry
 point's object is imported; its ``@register_metric`` decorators do the rest).
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -30,7 +34,14 @@ import numpy as np
 
 from transfersel.errors import InputError, TransferabilityWarning
 from transfersel.metrics import _linalg as linalg
-from transfersel.metrics._inputs import Inputs, check_inputs, encode_labels, reduce_features
+from transfersel.metrics._inputs import (
+    SUBSAMPLE_CAP,
+    SUBSAMPLE_SEED,
+    Inputs,
+    check_inputs,
+    encode_labels,
+    reduce_features,
+)
 from transfersel.metrics._inputs import _check_float_matrix as check_float_matrix
 from transfersel.metrics._linalg import resolve_device, stratified_permutation
 from transfersel.metrics._reduce import auto_dim, default_reduce_setting, effective_dim, saturation
@@ -38,6 +49,8 @@ from transfersel.metrics._reduce import auto_dim, default_reduce_setting, effect
 __all__ = [
     "Inputs",
     "Metric",
+    "SUBSAMPLE_CAP",
+    "SUBSAMPLE_SEED",
     "TransferabilityWarning",
     "auto_dim",
     "check_float_matrix",
@@ -74,6 +87,7 @@ class Metric:
         pool_weights: for a pool metric, ``((component, weight), ...)`` of :meth:`combine`; empty otherwise.
         combiner: for a pool metric with its own combination (``auto``), ``combiner(components) -> {model:
             score}`` replaces the weighted min–max sum of :meth:`combine`.
+        max_rows: for a metric that cannot stream, the row cap above which it scores a subsample.
     """
 
     name: str
@@ -84,6 +98,11 @@ class Metric:
     reducible: bool = False
     pool_weights: tuple[tuple[str, float], ...] = ()
     combiner: Callable[[Mapping[str, Mapping[str, float]]], dict[str, float]] | None = None
+    max_rows: int | None = None
+
+    def subsamples(self, n: int) -> bool:
+        """True when this metric scores a subsample of N = ``n`` rows (it cannot stream, n > ``max_rows``)."""
+        return self.max_rows is not None and n > self.max_rows
 
     @property
     def pool(self) -> bool:
@@ -204,6 +223,14 @@ class Metric:
                 f"{self.name} has no option {', '.join(sorted(unknown))}; its options are: {known}"
             )
         inputs.require(*self.needs, metric=self.name)
+        if self.max_rows is not None and self.subsamples(inputs.N):
+            warnings.warn(
+                f"{self.name}: N = {inputs.N} rows is above its cap of {self.max_rows} (it cannot stream); "
+                f"scoring a class-stratified subsample of {self.max_rows} rows, seed {SUBSAMPLE_SEED}",
+                TransferabilityWarning,
+                stacklevel=4,
+            )
+            inputs = inputs.subsampled(self.max_rows, SUBSAMPLE_SEED)
         if self.reducible:
             inputs = inputs.reduced(reduce)
         else:
@@ -228,12 +255,14 @@ def register_metric(
     reducible: bool = False,
     pool_weights: Mapping[str, float] | None = None,
     combiner: Callable[[Mapping[str, Mapping[str, float]]], dict[str, float]] | None = None,
+    max_rows: int | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator that registers ``fn(inputs, **options) -> float`` under ``name``.
 
     ``reducible``: the metric is built on D×D statistics and takes ``reduce``. ``pool_weights``: the
     function returns ``{component: value}`` and the pool score is ``Σ w·mm(component)``, or
-    ``combiner(components)`` when given.
+    ``combiner(components)`` when given. ``max_rows``: score a seeded stratified subsample above this
+    many rows (for an algorithm that cannot stream; usually ``SUBSAMPLE_CAP``).
     """
     bad = set(needs) - {"logits", "label_embeddings"}
     if bad:
@@ -243,7 +272,9 @@ def register_metric(
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"metric {name!r} is already registered by {_REGISTRY[name].fn.__module__}")
         weights = tuple((k, float(w)) for k, w in (pool_weights or {}).items())
-        _REGISTRY[name] = Metric(name, description, tuple(needs), reference, fn, reducible, weights, combiner)
+        _REGISTRY[name] = Metric(
+            name, description, tuple(needs), reference, fn, reducible, weights, combiner, max_rows
+        )
         return fn
 
     return deco

@@ -24,6 +24,10 @@ from transfersel.metrics._reduce import effective_dim, project
 SAFE_EXPONENT = 20
 # 2^1000 ≈ 1e301: beyond it (with the N·D of a Gram folded in) squares overflow or underflow float64
 FLOAT64_EXPONENT = 1000
+# Metrics whose algorithm cannot stream (nleep's GMM, knn's neighbour search, parc's N×N RDM, linear's
+# fitted folds) score a seeded class-stratified subsample of this many rows above it (spec scale.md §2).
+SUBSAMPLE_CAP = 20_000
+SUBSAMPLE_SEED = 0
 
 
 def to_numpy(a: Any, name: str) -> np.ndarray:
@@ -105,6 +109,7 @@ class Inputs:
     device: str = "cpu"
     _reduced: dict[int, Inputs] = field(default_factory=dict, repr=False, compare=False)
     _source: Inputs | None = field(default=None, repr=False, compare=False)
+    _subsamples: dict[tuple[int, int], Inputs] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def unreduced(self) -> Inputs:
@@ -164,8 +169,37 @@ class Inputs:
         if d not in self._reduced:
             G = self.centered_gram if self.N >= self.D else None
             Z = project(self.X, d, mean=self.mean, centered_gram=G)
-            self._reduced[d] = replace(self, X=Z, _reduced={}, _source=self)
+            self._reduced[d] = replace(self, X=Z, _reduced={}, _source=self, _subsamples={})
         return self._reduced[d]
+
+    def subsampled(self, n: int, seed: int = SUBSAMPLE_SEED) -> Inputs:
+        """These inputs restricted to a seeded class-stratified subsample of ``n < N`` rows (in file order).
+
+        Evenly spaced positions of :func:`stratified_permutation` keep each class's share (±1 row); a class
+        left with no row is dropped from ``classes`` (and from axis 1 of the label embeddings). Only the
+        kept rows are read (a memmap is gathered, not copied whole). Cached per ``(n, seed)``.
+        """
+        if (n, seed) not in self._subsamples:
+            order = la.stratified_permutation(self.y, seed)
+            keep = np.sort(order[(np.arange(n) * self.N) // n])
+            present, y = np.unique(self.y[keep], return_inverse=True)
+            X = np.array(self.X[keep])
+            X.flags.writeable = False
+            L = None if self.logits is None else np.array(self.logits[keep])
+            E = None if self.label_embeddings is None else self.label_embeddings[:, present]
+            self._subsamples[(n, seed)] = replace(
+                self,
+                X=X,
+                y=y.reshape(-1).astype(np.int64),
+                classes=self.classes[present],
+                counts=np.bincount(y.reshape(-1), minlength=len(present)).astype(np.int64),
+                logits=L,
+                label_embeddings=E,
+                _reduced={},
+                _source=None,
+                _subsamples={},
+            )
+        return self._subsamples[(n, seed)]
 
     @cached_property
     def scale_exponent(self) -> int:
@@ -190,7 +224,7 @@ class Inputs:
             return self
         X = np.ldexp(self.X, -e).astype(self.X.dtype, copy=False)  # exact: only the exponent changes
         X.flags.writeable = False
-        return replace(self, X=X, _reduced={})  # its own projection cache: X changed
+        return replace(self, X=X, _reduced={}, _subsamples={})  # its own caches: X changed
 
     def scale_unsafe(self, metric: str, *, why: str, power: int = 2) -> bool:
         """For a metric whose value depends on the feature scale (``why`` names the constant that

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from transfersel.metrics._linalg import class_sums, row_blocks
+from transfersel.metrics._linalg import class_sums
 
 
 class RowView:

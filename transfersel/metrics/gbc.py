@@ -9,7 +9,9 @@ per-dimension variances floored at 1e-4 (spherical: their mean ``s_c``). The sco
 
 The reference's log term is not multiplied by the dimension (its sum runs over a scalar); pass
 ``scale_log_term=True`` for the textbook spherical distance. All C×C pairs at once by broadcasting.
-Shapes: X (N, D) → scores (N, d) float64, class statistics (C, d).
+Shapes: X (N, D), axes V (D, d), class statistics (C, d), all float64. Out of core: the axes come from the
+shared centred Gram and the class statistics from one pass over X (``_stream.projected_class_scatter``);
+the (N, d) scores are never built. GBC is invariant to the order and sign of the axes.
 """
 
 from __future__ import annotations
@@ -22,15 +24,8 @@ import numpy as np
 from transfersel.errors import InputError, TransferabilityWarning
 from transfersel.metrics import register_metric
 from transfersel.metrics._inputs import Inputs
-from transfersel.metrics._linalg import class_sums, eigh_top, matmul_rows, pca_exact
-
-
-def pca_scores(inputs: Inputs, k: int) -> np.ndarray:
-    """(N, k) float64 scores on the top k principal axes (any order and sign: GBC is invariant to both)."""
-    if inputs.N >= inputs.D:
-        _, V = eigh_top(inputs.centered_gram, k)
-        return matmul_rows(inputs.X, V, shift=inputs.mean)
-    return pca_exact(inputs.X, k, mean=inputs.mean)[0]  # thin side: the N×N Gram
+from transfersel.metrics._reduce import principal_axes
+from transfersel.metrics._stream import projected_class_scatter
 
 
 @register_metric(
@@ -58,11 +53,12 @@ def gbc(
             TransferabilityWarning,
             stacklevel=3,
         )
-    Z = pca_scores(inputs, k)
-    C, y, n = inputs.C, inputs.y, inputs.counts[:, None]
-    m = class_sums(Z, y, C) / n  # (C, d)
-    Z -= m[y]
-    var = np.maximum(class_sums(Z * Z, y, C) / n, variance_floor)  # ddof 0, floored per dimension
+    G = inputs.centered_gram if inputs.N >= inputs.D else None  # N < D: the thin N×N side
+    V = principal_axes(inputs.X, k, mean=inputs.mean, centered_gram=G)
+    m, var = projected_class_scatter(
+        inputs.X, inputs.y, inputs.C, V, mean=inputs.mean, class_means=inputs.class_means
+    )
+    var = np.maximum(var, variance_floor)  # ddof 0, floored per dimension
 
     if gaussian == "spherical":
         s = var.mean(axis=1)  # floor first, then the mean: one variance per class
@@ -70,7 +66,7 @@ def gbc(
         sq_norms = (m * m).sum(axis=1)
         dist2 = np.maximum(sq_norms[:, None] + sq_norms[None, :] - 2.0 * (m @ m.T), 0.0)
         log_term = np.log(s_bar) - 0.5 * np.log(s)[:, None] - 0.5 * np.log(s)[None, :]
-        bd = dist2 / (8.0 * s_bar) + 0.5 * (Z.shape[1] if scale_log_term else 1) * log_term
+        bd = dist2 / (8.0 * s_bar) + 0.5 * (V.shape[1] if scale_log_term else 1) * log_term
     else:  # diagonal: per-dimension distances summed, log term included
         v_bar = (var[:, None, :] + var[None, :, :]) / 2  # (C, C, d)
         diff2 = (m[:, None, :] - m[None, :, :]) ** 2

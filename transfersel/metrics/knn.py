@@ -6,7 +6,7 @@ import numpy as np
 
 from transfersel.errors import InputError
 from transfersel.metrics import register_metric
-from transfersel.metrics._inputs import Inputs
+from transfersel.metrics._inputs import SUBSAMPLE_CAP, Inputs
 from transfersel.metrics._linalg import row_blocks
 
 
@@ -59,6 +59,7 @@ def majority_vote(labels: np.ndarray, sims: np.ndarray, C: int) -> np.ndarray:
 
 @register_metric(
     "knn",
+    max_rows=SUBSAMPLE_CAP,  # the algorithm cannot stream: a seeded stratified subsample above it
     description="Leave-one-out k-NN accuracy on centred, L2-normalised features; in [0, 1]",
     reference="transfersel baseline (spec §2.11), after arXiv 2503.18528",
 )

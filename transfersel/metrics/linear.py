@@ -7,7 +7,7 @@ import scipy.optimize
 
 from transfersel.errors import InputError
 from transfersel.metrics import register_metric
-from transfersel.metrics._inputs import Inputs
+from transfersel.metrics._inputs import SUBSAMPLE_CAP, Inputs
 from transfersel.metrics._linalg import eigh, gram, matmul_rows, softmax_rows, stratified_permutation
 
 MAX_ITER = 200
@@ -63,6 +63,7 @@ def fit_logistic(Z: np.ndarray, y: np.ndarray, C: int, C_reg: float) -> tuple[np
 
 @register_metric(
     "linear",
+    max_rows=SUBSAMPLE_CAP,  # the algorithm cannot stream: a seeded stratified subsample above it
     description="5-fold CV accuracy of an L2 logistic regression on standardised PCA features; in [0, 1]",
     reference="transfersel baseline (spec §2.12); agrees with sklearn LogisticRegression(C=1.0)",
 )

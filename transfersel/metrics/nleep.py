@@ -15,7 +15,7 @@ import scipy.special
 
 from transfersel.errors import InputError, TransferabilityWarning
 from transfersel.metrics import register_metric
-from transfersel.metrics._inputs import Inputs
+from transfersel.metrics._inputs import SUBSAMPLE_CAP, Inputs
 from transfersel.metrics._linalg import EPS64, pca_exact
 from transfersel.metrics.leep import expected_empirical_prediction, mean_eep
 
@@ -180,6 +180,7 @@ def gmm_posteriors(
 
 @register_metric(
     "nleep",
+    max_rows=SUBSAMPLE_CAP,  # the algorithm cannot stream: a seeded stratified subsample above it
     description="Mean expected empirical prediction of a K=5C Gaussian mixture on PCA-80% features; "
     "in (0, 1] (log=True: ≤ 0)",
     reference="TencentARC/SFDA metrics.py::NLEEP (default); google stable_transfer nleep.py (log=True)",

@@ -17,14 +17,14 @@ import numpy as np
 from transfersel.errors import InputError, TransferabilityWarning
 from transfersel.metrics import register_metric
 from transfersel.metrics._inputs import Inputs
-from transfersel.metrics._linalg import matmul_rows, row_blocks, stratified_permutation
+from transfersel.metrics._linalg import matmul_rows, row_blocks
 
 PCA_DIMS = 32  # the reference's ratio = 2 > 1 means 32 components
 OVERSAMPLES = 10
 PCA_SEED = 1919
 BLOCK_VALUES = 1 << 21  # RDM entries per row block (16 MB of float64)
 TIE_VALUES = 1 << 23  # RDM values sorted at once when counting ties (64 MB)
-SUBSAMPLE_SEED = 0
+MAX_SAMPLES = 10_000  # below the registry's SUBSAMPLE_CAP: the RDM has N²/2 entries
 
 
 def randomized_pca_scores(X: np.ndarray, k: int) -> np.ndarray:
@@ -121,13 +121,13 @@ def spearman_with_label_rdm(F: np.ndarray, y: np.ndarray) -> float:
 
 @register_metric(
     "parc",
+    max_rows=MAX_SAMPLES,  # the N×N RDM cannot stream: a seeded stratified subsample above it
     description="100 × Spearman between feature and label RDMs of 32-d randomized-PCA scores; in [-100, 100]",
     reference="TencentARC/SFDA metrics.py::PARC_Score (dbolya/parc), with the exact binary label RDM",
 )
-def parc(inputs: Inputs, *, max_samples: int = 10000) -> float:
+def parc(inputs: Inputs, *, max_samples: int = MAX_SAMPLES) -> float:
     if max_samples < 2:
         raise InputError(f"parc max_samples must be at least 2, got {max_samples}")
-    X, y = inputs.normalised().X, inputs.y  # standardised PCA scores and correlations: scale-free
     if inputs.N > max_samples:
         warnings.warn(
             f"parc: N = {inputs.N} > max_samples = {max_samples}; scoring a seeded class-stratified "
@@ -135,10 +135,8 @@ def parc(inputs: Inputs, *, max_samples: int = 10000) -> float:
             TransferabilityWarning,
             stacklevel=3,
         )
-        order = stratified_permutation(y, SUBSAMPLE_SEED)
-        # evenly spaced positions of the class-grouped order: each class keeps its share (±1)
-        keep = np.sort(order[(np.arange(max_samples) * inputs.N) // max_samples])
-        X, y = X[keep], y[keep]
+        inputs = inputs.subsampled(max_samples)
+    X, y = inputs.normalised().X, inputs.y  # standardised PCA scores and correlations: scale-free
     F = randomized_pca_scores(X, min(PCA_DIMS, *X.shape))
     # standardise the columns (ddof 0); a constant column stays unscaled, as in StandardScaler
     F -= F.mean(axis=0)

@@ -3,13 +3,16 @@
 Coding rate ``R(A) = ½ log det(I + AᵀA/(n·eps))`` of the n rows of A. With ``Z = X − μ`` (global
 centring only, class subsets are not re-centred) the score is ``R(Z) − (1/C) Σ_c R(Z_c)``, an
 unweighted class average. Sylvester's identity ``det(I_D + a AᵀA) = det(I_n + a AAᵀ)`` lets each class
-term use the smaller of its n_c×n_c and D×D Gram; the global term comes from the shared centred Gram.
+term use the smaller of its n_c×n_c and D×D Gram. Global centring makes the global Gram the sum of the
+class Grams, ``ZᵀZ = Σ_c Z_cᵀZ_c``, so one pass over the rows, class by class (each class streamed in row
+blocks), gives every term: O(D²) memory and the cost of one Gram.
 Log-determinants by Cholesky. Shapes: X (N, D); all Grams float64.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -17,6 +20,7 @@ from transfersel.errors import TransferabilityWarning
 from transfersel.metrics import register_metric
 from transfersel.metrics._inputs import Inputs
 from transfersel.metrics._linalg import chol_logdet, gram
+from transfersel.metrics._stream import RowView
 
 
 def coding_rate(G: np.ndarray, n: int, eps: float) -> float:
@@ -43,17 +47,23 @@ def transrate(inputs: Inputs, *, eps: float = 1e-4) -> float:
             TransferabilityWarning,
             stacklevel=3,
         )
-    total = coding_rate(inputs.centered_gram, N, eps)
+    total_gram = np.zeros((D, D))
+    class_rates = 0.0
+    for n_c, rows in _class_rows(inputs):
+        if n_c < D:  # n_c×n_c side; the class rows (fewer than D) fit beside the D×D Gram
+            Z = np.asarray(inputs.X[rows], dtype=np.float64) - inputs.mean
+            class_rates += coding_rate(Z @ Z.T, n_c, eps)
+            total_gram += Z.T @ Z
+        else:  # streamed in row blocks of the class
+            G_c = gram(RowView(inputs.X, index=rows), shift=inputs.mean, device=inputs.device)
+            class_rates += coding_rate(G_c, n_c, eps)
+            total_gram += G_c
+    return float(coding_rate(total_gram, N, eps) - class_rates / C)
+
+
+def _class_rows(inputs: Inputs) -> Iterator[tuple[int, np.ndarray]]:
+    """``(n_c, rows)`` per class, rows ascending (a memmap is read forwards)."""
     order = np.argsort(inputs.y, kind="stable")
     ends = np.cumsum(inputs.counts)
-    class_rates = 0.0
     for n_c, end in zip(inputs.counts, ends, strict=True):
-        rows = order[end - n_c : end]  # ascending within the class (stable sort)
-        if n_c < D:  # n_c×n_c side
-            Z = np.asarray(inputs.X[rows], dtype=np.float64) - inputs.mean
-            class_rates += coding_rate(Z @ Z.T, int(n_c), eps)
-        else:
-            class_rates += coding_rate(
-                gram(inputs.X[rows], shift=inputs.mean, device=inputs.device), int(n_c), eps
-            )
-    return float(total - class_rates / C)
+        yield int(n_c), order[end - n_c : end]
