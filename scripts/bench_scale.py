@@ -167,9 +167,8 @@ def main() -> None:
         above = r["peak_mib"] - base["peak_mib"]
         kind = "yes" if name in STREAMING else "subsample"
         if "error" in r:
-            print(
-                f"{name:<11} {'failed':>8} {'':>7} {r['peak_mib']:>12.0f} {above:>11.0f}  {kind}: {r['error']}"
-            )
+            failed = f"{'failed':>8} {'':>7} {r['peak_mib']:>12.0f} {above:>11.0f}"
+            print(f"{name:<11} {failed}  {kind}: {r['error']}")
             continue
         ratio = r["seconds"] / base["seconds"]
         print(f"{name:<11} {r['seconds']:>8.1f} {ratio:>7.2f} {r['peak_mib']:>12.0f} {above:>11.0f}  {kind}")
