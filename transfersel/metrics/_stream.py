@@ -14,11 +14,11 @@ of one class for TransRate, GBC's projected and centred squares) go through the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from transfersel.metrics._linalg import class_sums
+from transfersel.metrics._linalg import class_sums, row_blocks
 
 
 class RowView:
@@ -82,3 +82,27 @@ def projected_class_scatter(
 
     view = RowView(X, transform=centred_squares, width=V.shape[1])
     return m, class_sums(view, y, C) / counts
+
+
+def class_rows(y: np.ndarray, counts: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """``(c, rows)`` for each class c with samples, ``rows`` ascending (a memmap is read forwards)."""
+    order = np.argsort(y, kind="stable")
+    ends = np.cumsum(counts)
+    for c, (n_c, end) in enumerate(zip(counts, ends, strict=True)):
+        if n_c:
+            yield c, order[end - n_c : end]
+
+
+def projected_class_blocks(
+    X: np.ndarray, y: np.ndarray, counts: np.ndarray, V: np.ndarray, *, mean: np.ndarray
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(c, Z_block)``: the scores ``(X − μ) V`` (rows, k) of class c's rows, class by class, in row blocks
+    of the rows read; Z (N, k) is never built."""
+
+    def project(_: slice, B: np.ndarray) -> np.ndarray:
+        B -= mean
+        return B @ V
+
+    for c, rows in class_rows(y, counts):
+        for _, Z in row_blocks(RowView(X, index=rows, transform=project, width=V.shape[1])):
+            yield c, Z

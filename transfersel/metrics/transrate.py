@@ -12,7 +12,6 @@ Log-determinants by Cholesky. Shapes: X (N, D); all Grams float64.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 
 import numpy as np
 
@@ -20,7 +19,7 @@ from transfersel.errors import TransferabilityWarning
 from transfersel.metrics import register_metric
 from transfersel.metrics._inputs import Inputs
 from transfersel.metrics._linalg import chol_logdet, gram
-from transfersel.metrics._stream import RowView
+from transfersel.metrics._stream import RowView, class_rows
 
 
 def coding_rate(G: np.ndarray, n: int, eps: float) -> float:
@@ -49,7 +48,8 @@ def transrate(inputs: Inputs, *, eps: float = 1e-4) -> float:
         )
     total_gram = np.zeros((D, D))
     class_rates = 0.0
-    for n_c, rows in _class_rows(inputs):
+    for _, rows in class_rows(inputs.y, inputs.counts):
+        n_c = len(rows)
         if n_c < D:  # n_c×n_c side; the class rows (fewer than D) fit beside the D×D Gram
             Z = np.asarray(inputs.X[rows], dtype=np.float64) - inputs.mean
             class_rates += coding_rate(Z @ Z.T, n_c, eps)
@@ -59,11 +59,3 @@ def transrate(inputs: Inputs, *, eps: float = 1e-4) -> float:
             class_rates += coding_rate(G_c, n_c, eps)
             total_gram += G_c
     return float(coding_rate(total_gram, N, eps) - class_rates / C)
-
-
-def _class_rows(inputs: Inputs) -> Iterator[tuple[int, np.ndarray]]:
-    """``(n_c, rows)`` per class, rows ascending (a memmap is read forwards)."""
-    order = np.argsort(inputs.y, kind="stable")
-    ends = np.cumsum(inputs.counts)
-    for n_c, end in zip(inputs.counts, ends, strict=True):
-        yield int(n_c), order[end - n_c : end]
