@@ -183,7 +183,7 @@ class Inputs:
             order = la.stratified_permutation(self.y, seed)
             keep = np.sort(order[(np.arange(n) * self.N) // n])
             present, y = np.unique(self.y[keep], return_inverse=True)
-            X = np.array(self.X[keep])
+            X = np.ascontiguousarray(self.X[keep])  # the gather is the only copy
             X.flags.writeable = False
             L = None if self.logits is None else np.array(self.logits[keep])
             E = None if self.label_embeddings is None else self.label_embeddings[:, present]
