@@ -4,6 +4,9 @@ Spearman correlation between the feature RDM ``1 − corr(rows of F)`` of 32-d r
 scores and the label RDM. The label RDM is binary (0 for same-class pairs), so Spearman reduces
 to a Mann–Whitney count of different-class values above same-class values: only the ``n_s ≈ N²/2C``
 same-class values are stored; the different-class values stream through in row blocks.
+
+Above ``MAX_SAMPLES`` rows the registry scores a seeded class-stratified subsample (``max_rows``, spec
+scale.md §2); the ``max_samples`` option can lower that cap, not raise it.
 """
 
 from __future__ import annotations
