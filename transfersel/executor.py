@@ -21,6 +21,7 @@ __all__ = ["EXECUTORS", "Executor", "Failed", "TaskPool"]
 
 EXECUTORS = ("local", "ray")
 MAX_RETRIES = 3  # a worker process killed mid-task (SIGKILL, a lost node) is retried this often
+WAIT_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,9 @@ class TaskPool:
         if not ray.is_initialized():
             address = self.executor.address or os.environ.get("RAY_ADDRESS")
             local_cpus = None if address or not self.executor.jobs else self.executor.jobs * threads
+            if not address:  # Ray renices its workers by +15 by default: they would lose every core to the
+                # driver's neighbours on a shared machine; they run at the driver's niceness instead
+                os.environ.setdefault("RAY_worker_niceness", "0")
             try:
                 ray.init(
                     address=address,
@@ -183,7 +187,9 @@ class TaskPool:
                 label, fn, args, kwargs = self._queue.popleft()
                 self._running[self._remote.remote(fn, args, kwargs, self.threads)] = label
             self._show()
-            ready, _ = ray.wait(list(self._running), num_returns=1)
+            ready: list[Any] = []
+            while not ready:  # short waits: Ctrl-C is only seen between them
+                ready, _ = ray.wait(list(self._running), num_returns=1, timeout=WAIT_SECONDS)
             label = self._running.pop(ready[0])
             try:
                 value = ray.get(ready[0])
