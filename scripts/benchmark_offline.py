@@ -16,7 +16,8 @@ fine-tuning 224-px models at 224 px is CPU-days, and the metrics must see the sa
 does. LeNet-5 and the 32-px CIFAR models keep their native size.
 
 usage: python scripts/benchmark_offline.py [--phase all|features|linear|finetune|rank|ensemble]
-       [--ft-datasets mnist,notmnist,cifar10] [--cache-dir DIR] [--out benchmarks/offline]
+       [--ft-datasets mnist,notmnist,cifar10] [--ft-models M1,M2] [--cache-dir DIR] [--out benchmarks/offline]
+       [--executor local|ray [--jobs N] [--threads-per-job T]]  (the linear and finetune phases)
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ import yaml
 
 from transfersel.agreement import read_ground_truth, read_scores_csv
 from transfersel.data import open_dataset
+from transfersel.distributed import finetune_on
 from transfersel.ensemble import ensemble_probe_accuracy, select
+from transfersel.executor import Executor
 from transfersel.extract import extract
-from transfersel.finetune import Protocol, finetune, protocol_summary, write_ground_truth
+from transfersel.finetune import Protocol, protocol_summary, write_ground_truth
 from transfersel.rank import evaluate, rank
 from transfersel.store import FeatureStore
 from transfersel.zoo import load_zoo
@@ -106,13 +109,14 @@ def phase_features(zoo, store: FeatureStore) -> None:
                 print(f"  FAILED {m}: {why}", file=sys.stderr)
 
 
-def phase_ground_truth(zoo, store: FeatureStore, out: Path, protocol: Protocol, names, csv: str) -> None:
+def phase_ground_truth(
+    zoo, store: FeatureStore, out: Path, protocol: Protocol, names, csv: str, executor: Executor
+) -> None:
     for name in names:
         train, test = splits(name)
         t0 = time.perf_counter()
-        rep = finetune(
-            zoo, train, test, protocol=protocol, log=out / f"{csv}.runs.jsonl", store=store, device="cpu"
-        )
+        log = out / f"{csv}.runs.jsonl"
+        rep = finetune_on(executor, zoo, train, test, protocol=protocol, log=log, store=store, device="cpu")
         write_ground_truth([rep], out / f"{csv}.csv", comment=f"{csv}: {protocol_summary(protocol)}")
         print(
             f"{name}: {protocol.mode} ground truth, {rep.runs_done} runs computed "
@@ -359,6 +363,12 @@ def main() -> None:
         "--phase", default="all", choices=("all", "features", "linear", "finetune", "rank", "ensemble")
     )
     ap.add_argument("--ft-datasets", default=",".join(FT_DATASETS))
+    ap.add_argument("--ft-models", default="", help="finetune: only these zoo models (comma-separated)")
+    ap.add_argument(
+        "--executor", default="local", choices=("local", "ray"), help="linear and finetune phases"
+    )
+    ap.add_argument("--jobs", type=int, default=None, help="ray: tasks in flight (default: all cores)")
+    ap.add_argument("--threads-per-job", type=int, default=None, help="ray: torch threads per task")
     ap.add_argument("--cache-dir", type=Path, default=ROOT / ".transfersel-cache")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "offline")
     ap.add_argument(
@@ -372,13 +382,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     zoo = load_zoo(zoo_64px(args.out))
+    executor = Executor(args.executor, jobs=args.jobs, threads_per_job=args.threads_per_job)
     store = FeatureStore(args.cache_dir)
     if args.phase in ("all", "features"):
         phase_features(zoo, store)
     if args.phase in ("all", "linear"):
-        phase_ground_truth(zoo, store, args.out, LINEAR, DATASETS, "gt_linear")
+        phase_ground_truth(zoo, store, args.out, LINEAR, DATASETS, "gt_linear", executor)
     if args.phase in ("all", "finetune"):
-        phase_ground_truth(zoo, store, args.out, FULL, args.ft_datasets.split(","), "gt_finetune")
+        ft_zoo = [e for e in zoo if e.name in args.ft_models.split(",")] if args.ft_models else zoo
+        phase_ground_truth(
+            ft_zoo, store, args.out, FULL, args.ft_datasets.split(","), "gt_finetune", executor
+        )
     if args.phase in ("all", "rank"):
         phase_rank(args.out / "zoo_64px.yaml", store, args.out, args.nleep_seeds, args.reuse_scores)
     if args.phase in ("all", "ensemble"):

@@ -76,16 +76,7 @@ def finetune(
     """
     protocol = protocol or Protocol()
     log = log if isinstance(log, RunLog) else RunLog(log)
-    if train.classes != test.classes:
-        raise InputError(
-            f"train and test classes differ ({len(train.classes)} vs {len(test.classes)}); "
-            "both splits must hold the same class folders"
-        )
-    if train.fingerprint == test.fingerprint:
-        raise InputError(
-            f"train and test of {train.name!r} are the same images; give a dataset with train/ and test/ "
-            "folders (or two different datasets)"
-        )
+    check_splits(train, test)
     report = FinetuneReport(train.name, protocol.mode)
     with StepProgress(progress, "fine-tuning") as bar:
         linear = (
@@ -110,6 +101,73 @@ def finetune(
     return report
 
 
+def check_splits(train: Dataset, test: Dataset) -> None:
+    """Refuse a train/test pair that cannot give a ground truth (different classes, or the same images)."""
+    if train.classes != test.classes:
+        raise InputError(
+            f"train and test classes differ ({len(train.classes)} vs {len(test.classes)}); "
+            "both splits must hold the same class folders"
+        )
+    if train.fingerprint == test.fingerprint:
+        raise InputError(
+            f"train and test of {train.name!r} are the same images; give a dataset with train/ and test/ "
+            "folders (or two different datasets)"
+        )
+
+
+def timed_run(
+    run: Runner,
+    train: Dataset,
+    entry: ModelEntry,
+    protocol: Protocol,
+    hyper: dict[str, float],
+    stage: str,
+    seed: int,
+) -> tuple[str, dict[str, Any]]:
+    """One run: its run-log key and the record to append (accuracy, measure, seconds, the runner's extras)."""
+    config = protocol.run_config(hyper, stage=stage, seed=seed)
+    t0 = time.perf_counter()
+    acc, measure, extra = run(hyper, stage, seed)
+    record = {
+        "dataset": train.name,
+        "model": entry.name,
+        **config,
+        "accuracy": acc,
+        "measure": measure,
+        "seconds": round(time.perf_counter() - t0, 2),
+        **extra,
+    }
+    return RunLog.key(train, entry, config), record
+
+
+def run_one(
+    entry: ModelEntry,
+    train: Dataset,
+    test: Dataset,
+    protocol: Protocol,
+    hyper: dict[str, float],
+    stage: str,
+    seed: int,
+    *,
+    store: FeatureStore | None,
+    device: str,
+) -> tuple[str, dict[str, Any]]:
+    """One run of one model on its own (what a Ray task does): prepare the model's data, run, and return the
+    run-log key and record for the caller to append."""
+    quiet = StepProgress(False)
+    if protocol.mode == "linear":
+        build = _linear_runner([entry], train, test, protocol, store, device, quiet)(entry)
+    else:
+        build = full_runner(entry, train, test, protocol, device, quiet)
+    return timed_run(build(), train, entry, protocol, hyper, stage, seed)
+
+
+def best_config(grid: list[dict[str, float]], val: Sequence[float]) -> dict[str, float]:
+    """The grid point with the best validation accuracy; the grid is sorted by lr then wd (or C), and
+    argmax keeps the first, so ties go to the smaller value."""
+    return grid[int(np.argmax(val))]
+
+
 def _tune(
     entry: ModelEntry,
     train: Dataset,
@@ -127,8 +185,7 @@ def _tune(
 
     def result(hyper: dict[str, float], stage: str, seed: int) -> float:
         nonlocal run
-        config = protocol.run_config(hyper, stage=stage, seed=seed)
-        key = RunLog.key(train, entry, config)
+        key = RunLog.key(train, entry, protocol.run_config(hyper, stage=stage, seed=seed))
         if protocol.mode == "linear":
             bar.advance()
         if (rec := log.get(key)) is not None:
@@ -137,27 +194,15 @@ def _tune(
         if run is None:
             run = build()
         bar.describe(f"{entry.name} {stage} " + " ".join(f"{k}={v:g}" for k, v in hyper.items()))
-        t0 = time.perf_counter()
-        acc, measure, extra = run(hyper, stage, seed)
-        log.append(
-            key,
-            {
-                "dataset": train.name,
-                "model": entry.name,
-                **config,
-                "accuracy": acc,
-                "measure": measure,
-                "seconds": round(time.perf_counter() - t0, 2),
-                **extra,
-            },
-        )
+        key, record = timed_run(run, train, entry, protocol, hyper, stage, seed)
+        log.append(key, record)
         report.runs_done += 1
-        return acc
+        return record["accuracy"]
 
     grid = protocol.grid()
     first = protocol.seeds[0]
     val = [result(h, "val", first) for h in grid]
-    best = grid[int(np.argmax(val))]  # grid is sorted by lr then wd (or C): argmax keeps the smaller on ties
+    best = best_config(grid, val)
     test_acc = [result(best, "test", s) for s in protocol.seeds]
     return float(np.mean(test_acc)), best
 

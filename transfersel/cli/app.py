@@ -4,7 +4,8 @@ The shared options mean the same in every command that takes them:
 
 ``--models`` zoo YAML, ``--model`` one zoo entry (repeatable), ``--data`` dataset, ``--split``,
 ``--max-per-class``, ``--seed``, ``--cache-dir``, ``--device``, ``--metric/-m`` (repeatable, ``knn:k=5``),
-``--reduce`` (auto, none or d; default from ``transfersel/selection.json``).
+``--reduce`` (auto, none or d; default from ``transfersel/selection.json``); ``--executor local|ray``
+with ``--ray-address``, ``--jobs``, ``--threads-per-job`` (where the units of work run).
 Old spellings (``--only``, ``--cache``) still work, hidden from the help.
 """
 
@@ -30,6 +31,7 @@ __all__ = [
     "console",
     "data_options",
     "err_console",
+    "executor_options",
     "exit_if_partial",
     "target_options",
     "user_errors",
@@ -237,6 +239,62 @@ def _strip_and_inject(
     params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params]
     wrapper.__signature__ = sig.replace(parameters=[*params, *extra])  # type: ignore[attr-defined]
     return wrapper
+
+
+_EXECUTOR: list[tuple[str, Any, Any]] = [
+    (
+        "executor",
+        Annotated[
+            str,
+            typer.Option("--executor", help="local: in this process; ray: one Ray task per unit of work"),
+        ],
+        "local",
+    ),
+    (
+        "ray_address",
+        Annotated[
+            str | None,
+            typer.Option(
+                "--ray-address", help="Ray cluster to join (auto, HOST:6379); default: start one here"
+            ),
+        ],
+        None,
+    ),
+    (
+        "jobs",
+        Annotated[
+            int | None, typer.Option("--jobs", help="ray: tasks in flight (default: cluster capacity)")
+        ],
+        None,
+    ),
+    (
+        "threads_per_job",
+        Annotated[
+            int | None, typer.Option("--threads-per-job", help="ray: torch threads per task (default 1)")
+        ],
+        None,
+    ),
+]
+
+
+def executor_options() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add --executor, --ray-address, --jobs, --threads-per-job; the command gets ``executor: Executor``."""
+    kind = inspect.Parameter.KEYWORD_ONLY
+    extra = [inspect.Parameter(n, kind, annotation=a, default=d) for n, a, d in _EXECUTOR]
+
+    def pack(s: dict[str, Any]) -> dict[str, Any]:
+        from transfersel.executor import Executor
+
+        return {
+            "executor": Executor(
+                s["executor"], address=s["ray_address"], jobs=s["jobs"], threads_per_job=s["threads_per_job"]
+            )
+        }
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        return _strip_and_inject(fn, "executor", extra, pack)
+
+    return deco
 
 
 DEFAULT_TEMPLATE = "a photo of a {}."

@@ -15,6 +15,7 @@ from transfersel.cli.app import (
     ReduceOpt,
     app,
     data_options,
+    executor_options,
     exit_if_failed,
     say,
     show_tables,
@@ -27,10 +28,12 @@ from transfersel.report import Table
 
 @app.command("extract")
 @user_errors
+@executor_options()
 @data_options(models_required=True)
 def extract_cmd(
     data: Annotated[str, typer.Option("--data", help="ImageFolder, CSV path,label, or torchvision:NAME")],
     opts: DataOptions,
+    executor: Any,
     batch_size: Annotated[int, typer.Option("--batch-size", help="images per forward pass")] = 64,
     workers: Annotated[int, typer.Option(help="DataLoader decoding processes (0: in this process)")] = 0,
     amp: Annotated[bool, typer.Option("--amp", help="autocast bf16/fp16 forward passes")] = False,
@@ -43,14 +46,16 @@ def extract_cmd(
 
     Exits 1 if a model failed (the others are still cached); corrupt images are listed and skipped."""
     from transfersel.data import open_dataset
-    from transfersel.extract import extract, parse_shard
+    from transfersel.distributed import extract_on
+    from transfersel.extract import parse_shard
     from transfersel.store import FeatureStore
     from transfersel.zoo import load_zoo
 
     zoo = load_zoo(opts.models, only=list(opts.model) or None)
     dataset = open_dataset(data, split=opts.split, max_per_class=opts.max_per_class, seed=opts.seed)
     store = FeatureStore(opts.cache_dir)
-    report = extract(
+    report = extract_on(
+        executor,
         zoo,
         dataset,
         store=store,
@@ -82,10 +87,12 @@ def extract_cmd(
 
 @app.command("finetune")
 @user_errors
+@executor_options()
 @data_options(models_required=True)
 def finetune_cmd(
     data: Annotated[str, typer.Option("--data", help="dataset folder with train/ and test/ (ImageFolder)")],
     opts: DataOptions,
+    executor: Any,
     out: Annotated[
         Path, typer.Option("--out", "-o", help="ground-truth CSV (dataset,model,accuracy)")
     ] = Path("gt.csv"),
@@ -115,8 +122,9 @@ def finetune_cmd(
     finished run is logged at once, so an interrupted run resumes. --seed seeds the split, the subsample and
     the first retrain; --split does not apply (train/ and test/ are used). Exits 1 if a model failed."""
     from transfersel.data import open_dataset
+    from transfersel.distributed import finetune_on
     from transfersel.errors import InputError
-    from transfersel.finetune import Protocol, finetune, protocol_summary, write_ground_truth
+    from transfersel.finetune import Protocol, protocol_summary, write_ground_truth
     from transfersel.report import check_outputs
     from transfersel.store import FeatureStore
     from transfersel.zoo import load_zoo
@@ -143,7 +151,8 @@ def finetune_cmd(
     zoo = load_zoo(opts.models, only=list(opts.model) or None)
     train = open_dataset(data, split="train", max_per_class=opts.max_per_class, seed=opts.seed)
     test = open_dataset(data, split="test", max_per_class=max_test_per_class, seed=opts.seed)
-    report = finetune(
+    report = finetune_on(
+        executor,
         zoo,
         train,
         test,
