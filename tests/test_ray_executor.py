@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from conftest import SHARED
 from typer.testing import CliRunner
@@ -48,6 +49,16 @@ def cluster():
     ray.shutdown()
 
 
+def _extract_like_a_worker(zoo, ds, root, **options):
+    """Local extraction with a Ray task's torch threads (1): float reductions depend on the thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(RAY.threads_per_job or 1)
+    try:
+        return extract(zoo, ds, store=FeatureStore(root), device="cpu", progress=False, **options)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _same_entries(a, b) -> None:
     for name, cf in a.items():
         np.testing.assert_array_equal(cf.features, b[name].features)
@@ -58,9 +69,9 @@ def _same_entries(a, b) -> None:
 def test_ray_extraction_is_bit_identical_to_local(tmp_path):
     zoo = load_zoo(ZOO, only=["lenet5_mnist", "resnet20_cifar10"])
     ds = open_dataset(MNIST, split="train", max_per_class=3, seed=0)
-    local = extract(zoo, ds, store=FeatureStore(tmp_path / "local"), device="cpu", progress=False)
+    local = _extract_like_a_worker(zoo, ds, tmp_path / "local")
     remote = extract_on(RAY, zoo, ds, store=FeatureStore(tmp_path / "ray"), device="cpu", progress=False)
-    assert remote.failures == {} and remote.extracted == ["lenet5_mnist", "resnet20_cifar10"]
+    assert remote.failures == {} and remote.extracted == [e.name for e in zoo] == local.extracted
     assert list(remote.features) == list(local.features)
     _same_entries(local.features, remote.features)
     again = extract_on(RAY, zoo, ds, store=FeatureStore(tmp_path / "ray"), device="cpu", progress=False)
@@ -97,7 +108,7 @@ def test_a_worker_killed_mid_write_is_retried_and_leaves_no_torn_entry(tmp_path)
     assert all((e / "meta.json").is_file() for d in entries for e in d.iterdir())  # no torn entry
     FeatureStore(cache).clean_stale()  # the killed worker's folder (if the retry did not remove it already)
     assert not any((cache / ".tmp").iterdir())
-    local = extract(slow, ds, store=FeatureStore(tmp_path / "local"), device="cpu", progress=False)
+    local = _extract_like_a_worker(slow, ds, tmp_path / "local", batch_size=2)
     _same_entries(local.features, report.features)
 
 
