@@ -51,7 +51,7 @@ def draw(relpath: str, seed: int) -> tuple[float, float]:
 
 
 def transform(image: Image.Image, angle: float, scale: float) -> Image.Image:
-    """``image`` scaled by ``scale`` and rotated by ``angle`` degrees about its centre, same size, border fill."""
+    """``image`` scaled by ``scale``, rotated by ``angle`` degrees about its centre; same size."""
     image = image.convert("RGB")
     w, h = image.size
     pixels = np.asarray(image)

@@ -31,8 +31,9 @@ from transfersel.extract import extract
 from transfersel.probe import linear_probe_accuracy, split_validation
 from transfersel.progress import StepProgress
 from transfersel.protocol import Protocol, RunLog, Runner, protocol_summary
+from transfersel.regression import RegressionTargets
 from transfersel.store import FeatureStore
-from transfersel.trainer import full_runner
+from transfersel.trainer import full_runner, regression_runner
 from transfersel.zoo import ModelEntry
 
 __all__ = [
@@ -47,10 +48,12 @@ __all__ = [
 
 @dataclass
 class FinetuneReport:
-    """Per model: test accuracy in % (mean over seeds) and the chosen configuration, or why it failed."""
+    """Per model: the test score (mean over seeds) and the chosen configuration, or why it failed. The score
+    is the accuracy in %, or with regression targets the mean R² over targets (``score_name`` says which)."""
 
     dataset: str
     mode: str
+    score_name: str = "accuracy"
     accuracy: dict[str, float] = field(default_factory=dict)
     chosen: dict[str, dict[str, float]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
@@ -68,11 +71,14 @@ def finetune(
     store: FeatureStore | None = None,
     device: str = "auto",
     progress: bool = True,
+    targets: RegressionTargets | None = None,
 ) -> FinetuneReport:
     """Ground-truth accuracy of every zoo model on ``test`` after tuning on ``train`` (spec §5.4).
 
     ``train``/``test`` must share classes. ``log`` is the run log (path or :class:`RunLog`); ``store``
-    holds the features ``linear`` mode probes (extracted when missing).
+    holds the features ``linear`` mode probes (extracted when missing). With ``targets`` (``full`` mode,
+    ``augment=False``) the models are fine-tuned by MSE on those regression targets instead of the class
+    labels and scored by test R² (:func:`transfersel.trainer.regression_runner`); runs are logged as ``r2``.
     """
     protocol = protocol or Protocol()
     log = log if isinstance(log, RunLog) else RunLog(log)
@@ -86,7 +92,11 @@ def finetune(
             f"train and test of {train.name!r} are the same images; give a dataset with train/ and test/ "
             "folders (or two different datasets)"
         )
-    report = FinetuneReport(train.name, protocol.mode)
+    if targets is not None:
+        _check_regression(targets, train, test, protocol)
+    report = FinetuneReport(train.name, protocol.mode, "accuracy" if targets is None else "r2")
+    full = full_runner if targets is None else regression_runner(targets)
+    task = {} if targets is None else {"targets": targets.fingerprint}
     with StepProgress(progress, "fine-tuning") as bar:
         linear = (
             _linear_runner(zoo, train, test, protocol, store, device, bar)
@@ -98,10 +108,10 @@ def finetune(
         for entry in zoo:
             try:
                 if linear is None:
-                    build = full_runner(entry, train, test, protocol, device, bar)
+                    build = full(entry, train, test, protocol, device, bar)
                 else:
                     build = linear(entry)
-                acc, best = _tune(entry, train, protocol, log, build, report, bar)
+                acc, best = _tune(entry, train, protocol, log, build, report, bar, task)
                 report.accuracy[entry.name], report.chosen[entry.name] = acc, best
             except KeyboardInterrupt:
                 raise
@@ -118,22 +128,23 @@ def _tune(
     build: Callable[[], Runner],
     report: FinetuneReport,
     bar: StepProgress,
+    task: dict[str, str],
 ) -> tuple[float, dict[str, float]]:
     """Grid on the validation split, then the final retrain(s) on all of train, scored on test.
 
     ``build`` prepares the model's data (decoded images, cached features) and is called only when a run
-    is not already in the log."""
+    is not already in the log. ``task`` joins the run's key (the regression targets' fingerprint)."""
     run: Runner | None = None
 
     def result(hyper: dict[str, float], stage: str, seed: int) -> float:
         nonlocal run
-        config = protocol.run_config(hyper, stage=stage, seed=seed)
+        config = {**protocol.run_config(hyper, stage=stage, seed=seed), **task}
         key = RunLog.key(train, entry, config)
         if protocol.mode == "linear":
             bar.advance()
         if (rec := log.get(key)) is not None:
             report.runs_cached += 1
-            return rec["accuracy"]
+            return rec[report.score_name]
         if run is None:
             run = build()
         bar.describe(f"{entry.name} {stage} " + " ".join(f"{k}={v:g}" for k, v in hyper.items()))
@@ -145,7 +156,7 @@ def _tune(
                 "dataset": train.name,
                 "model": entry.name,
                 **config,
-                "accuracy": acc,
+                report.score_name: acc,
                 "measure": measure,
                 "seconds": round(time.perf_counter() - t0, 2),
                 **extra,
@@ -160,6 +171,21 @@ def _tune(
     best = grid[int(np.argmax(val))]  # grid is sorted by lr then wd (or C): argmax keeps the smaller on ties
     test_acc = [result(best, "test", s) for s in protocol.seeds]
     return float(np.mean(test_acc)), best
+
+
+def _check_regression(targets: RegressionTargets, train: Dataset, test: Dataset, protocol: Protocol) -> None:
+    if protocol.mode != "full":
+        raise InputError("regression targets are fine-tuned in full mode only; use Protocol(mode='full')")
+    if protocol.augment:
+        raise InputError(
+            "random-resized-crop augmentation rescales the images, so it would corrupt a scale target; "
+            "use Protocol(augment=False) (--no-augment) with regression targets"
+        )
+    if (len(targets.train), len(targets.test)) != (len(train), len(test)):
+        raise InputError(
+            f"regression targets have {len(targets.train)}/{len(targets.test)} rows for {len(train)}/"
+            f"{len(test)} train/test images; give one row per image"
+        )
 
 
 def _linear_runner(
