@@ -18,6 +18,7 @@ import numpy as np
 
 from transfersel.data import Dataset
 from transfersel.errors import InputError
+from transfersel.metrics._regression import r2_per_target
 from transfersel.targets import read_columns
 
 __all__ = ["RegressionTargets", "r2_per_target"]
@@ -71,15 +72,3 @@ class RegressionTargets:
         for T in (self.train, self.test):
             h.update(np.ascontiguousarray(T, dtype=np.float64).tobytes())
         return h.hexdigest()[:16]
-
-
-def r2_per_target(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Coefficient of determination per column, ``1 − Σ(t − p)² / Σ(t − t̄)²``: (N, R), (N, R) -> (R,).
-
-    1 is a perfect fit, 0 predicting the mean, negative worse than that. Invariant to one affine change
-    ``t -> a t + b`` (a ≠ 0) applied to both arguments, so it can be computed in standardised units.
-    """
-    pred, truth = np.asarray(pred, dtype=np.float64), np.asarray(truth, dtype=np.float64)
-    sse = ((truth - pred) ** 2).sum(axis=0)
-    sst = ((truth - truth.mean(axis=0)) ** 2).sum(axis=0)
-    return 1.0 - sse / sst

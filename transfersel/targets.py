@@ -339,10 +339,18 @@ class LabelTargets:
 
 
 def per_sample_metric(name: str) -> Callable[..., float] | None:
-    """The per-sample-target form of a label metric (EMMS, LogME + F-label), or None."""
+    """The per-sample-target form of a label metric (EMMS, LogME + F-label, ridge, knn_reg), or None."""
     from transfersel.metrics.emms import emms_from_targets
+    from transfersel.metrics.knn_reg import knn_reg_from_targets
+    from transfersel.metrics.ridge import ridge_from_targets
 
-    return {"emms": emms_from_targets, "logme": logme_flabel}.get(name)
+    forms = {
+        "emms": emms_from_targets,
+        "logme": logme_flabel,
+        "ridge": ridge_from_targets,
+        "knn_reg": knn_reg_from_targets,
+    }
+    return forms.get(name)
 
 
 def embeddings_for_labels(E: np.ndarray, labels: Any) -> np.ndarray:

@@ -17,10 +17,11 @@ import numpy as np
 
 from transfersel.data import Dataset
 from transfersel.extract import decode, torch_device
+from transfersel.metrics._regression import r2_per_target
 from transfersel.probe import accuracy, split_validation
 from transfersel.progress import StepProgress
 from transfersel.protocol import Protocol, Runner
-from transfersel.regression import RegressionTargets, r2_per_target
+from transfersel.regression import RegressionTargets
 from transfersel.zoo import LoadedModel, ModelEntry
 
 __all__ = ["full_runner", "regression_runner", "trainable_tensors"]
