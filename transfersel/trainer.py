@@ -105,21 +105,10 @@ def full_runner(
                 steps = protocol.final_steps or protocol.steps
             torch.manual_seed(seed)
             loaded = entry.load()
-            loss = torch.nn.functional.cross_entropy
             head, diverged = _train(
-                loaded,
-                x_fit,
-                y_fit,
-                n_classes,
-                loss,
-                hyper["lr"],
-                hyper["wd"],
-                steps,
-                protocol,
-                seed,
-                dev,
-                bar,
-            )
+                loaded, x_fit, y_fit, n_classes, hyper["lr"], hyper["wd"], steps, protocol, seed, dev, bar,
+                loss_fn=torch.nn.functional.cross_entropy,
+            )  # fmt: skip
             pred = _outputs(loaded, head, x_eval, dev).argmax(axis=1)
             acc, measure = accuracy(pred, y_eval)
             return acc, measure, {"diverged": diverged}
@@ -160,10 +149,9 @@ def regression_runner(
                 y_fit = torch.as_tensor((t_fit - mean) / sd, dtype=torch.float32)
                 torch.manual_seed(seed)
                 loaded = entry.load()
-                loss = torch.nn.functional.mse_loss
                 head, diverged = _train(
-                    loaded, x_fit, y_fit, len(targets.names), loss, hyper["lr"], hyper["wd"], steps,
-                    protocol, seed, dev, bar,
+                    loaded, x_fit, y_fit, len(targets.names), hyper["lr"], hyper["wd"], steps, protocol, seed,
+                    dev, bar, loss_fn=torch.nn.functional.mse_loss,
                 )  # fmt: skip
                 pred = _outputs(loaded, head, x_eval, dev)
                 # a diverged run's non-finite outputs are scored as predicting the mean (R² about 0)
@@ -184,7 +172,6 @@ def _train(
     x: Any,
     y: Any,
     n_outputs: int,
-    loss_fn: Callable[[Any, Any], Any],
     lr: float,
     wd: float,
     steps: int,
@@ -192,6 +179,8 @@ def _train(
     seed: int,
     dev: Any,
     bar: StepProgress,
+    *,
+    loss_fn: Callable[[Any, Any], Any],
 ) -> tuple[Any, bool]:
     """``steps`` of SGD (Nesterov, cosine to 0, clipped) on all weights plus a new head of ``n_outputs``,
     minimising ``loss_fn(head outputs, y rows)``; returns (head, diverged)."""
