@@ -31,8 +31,9 @@ from transfersel.extract import extract
 from transfersel.probe import linear_probe_accuracy, split_validation
 from transfersel.progress import StepProgress
 from transfersel.protocol import Protocol, RunLog, Runner, protocol_summary
+from transfersel.regression import RegressionTargets
 from transfersel.store import FeatureStore
-from transfersel.trainer import full_runner
+from transfersel.trainer import full_runner, regression_runner
 from transfersel.zoo import ModelEntry
 
 __all__ = [
@@ -47,10 +48,12 @@ __all__ = [
 
 @dataclass
 class FinetuneReport:
-    """Per model: test accuracy in % (mean over seeds) and the chosen configuration, or why it failed."""
+    """Per model: the test score (mean over seeds) and the chosen configuration, or why it failed. The score
+    is the accuracy in %, or with regression targets the mean R² over targets (``score_name`` says which)."""
 
     dataset: str
     mode: str
+    score_name: str = "accuracy"
     accuracy: dict[str, float] = field(default_factory=dict)
     chosen: dict[str, dict[str, float]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
@@ -68,16 +71,23 @@ def finetune(
     store: FeatureStore | None = None,
     device: str = "auto",
     progress: bool = True,
+    targets: RegressionTargets | None = None,
 ) -> FinetuneReport:
     """Ground-truth accuracy of every zoo model on ``test`` after tuning on ``train`` (spec §5.4).
 
     ``train``/``test`` must share classes. ``log`` is the run log (path or :class:`RunLog`); ``store``
-    holds the features ``linear`` mode probes (extracted when missing).
+    holds the features ``linear`` mode probes (extracted when missing). With ``targets`` (``full`` mode,
+    ``augment=False``) the models are fine-tuned by MSE on those regression targets instead of the class
+    labels and scored by test R² (:func:`transfersel.trainer.regression_runner`); runs are logged as ``r2``.
     """
     protocol = protocol or Protocol()
     log = log if isinstance(log, RunLog) else RunLog(log)
     check_splits(train, test)
-    report = FinetuneReport(train.name, protocol.mode)
+    if targets is not None:
+        _check_regression(targets, train, test, protocol)
+    report = FinetuneReport(train.name, protocol.mode, "accuracy" if targets is None else "r2")
+    full = full_runner if targets is None else regression_runner(targets)
+    task = {} if targets is None else {"targets": targets.fingerprint}
     with StepProgress(progress, "fine-tuning") as bar:
         linear = (
             _linear_runner(zoo, train, test, protocol, store, device, bar)
@@ -89,10 +99,10 @@ def finetune(
         for entry in zoo:
             try:
                 if linear is None:
-                    build = full_runner(entry, train, test, protocol, device, bar)
+                    build = full(entry, train, test, protocol, device, bar)
                 else:
                     build = linear(entry)
-                acc, best = _tune(entry, train, protocol, log, build, report, bar)
+                acc, best = _tune(entry, train, protocol, log, build, report, bar, task)
                 report.accuracy[entry.name], report.chosen[entry.name] = acc, best
             except KeyboardInterrupt:
                 raise
@@ -123,16 +133,20 @@ def timed_run(
     hyper: dict[str, float],
     stage: str,
     seed: int,
+    *,
+    task: dict[str, str] | None = None,
+    score_name: str = "accuracy",
 ) -> tuple[str, dict[str, Any]]:
-    """One run: its run-log key and the record to append (accuracy, measure, seconds, the runner's extras)."""
-    config = protocol.run_config(hyper, stage=stage, seed=seed)
+    """One run: its run-log key and the record to append (score, measure, seconds, the runner's extras).
+    ``task`` joins the run's key (the regression targets' fingerprint); ``score_name`` names the score."""
+    config = {**protocol.run_config(hyper, stage=stage, seed=seed), **(task or {})}
     t0 = time.perf_counter()
     acc, measure, extra = run(hyper, stage, seed)
     record = {
         "dataset": train.name,
         "model": entry.name,
         **config,
-        "accuracy": acc,
+        score_name: acc,
         "measure": measure,
         "seconds": round(time.perf_counter() - t0, 2),
         **extra,
@@ -176,28 +190,31 @@ def _tune(
     build: Callable[[], Runner],
     report: FinetuneReport,
     bar: StepProgress,
+    task: dict[str, str],
 ) -> tuple[float, dict[str, float]]:
     """Grid on the validation split, then the final retrain(s) on all of train, scored on test.
 
     ``build`` prepares the model's data (decoded images, cached features) and is called only when a run
-    is not already in the log."""
+    is not already in the log. ``task`` joins the run's key (the regression targets' fingerprint)."""
     run: Runner | None = None
 
     def result(hyper: dict[str, float], stage: str, seed: int) -> float:
         nonlocal run
-        key = RunLog.key(train, entry, protocol.run_config(hyper, stage=stage, seed=seed))
+        key = RunLog.key(train, entry, {**protocol.run_config(hyper, stage=stage, seed=seed), **task})
         if protocol.mode == "linear":
             bar.advance()
         if (rec := log.get(key)) is not None:
             report.runs_cached += 1
-            return rec["accuracy"]
+            return rec[report.score_name]
         if run is None:
             run = build()
         bar.describe(f"{entry.name} {stage} " + " ".join(f"{k}={v:g}" for k, v in hyper.items()))
-        key, record = timed_run(run, train, entry, protocol, hyper, stage, seed)
+        key, record = timed_run(
+            run, train, entry, protocol, hyper, stage, seed, task=task, score_name=report.score_name
+        )
         log.append(key, record)
         report.runs_done += 1
-        return record["accuracy"]
+        return record[report.score_name]
 
     grid = protocol.grid()
     first = protocol.seeds[0]
@@ -273,3 +290,18 @@ def write_ground_truth(reports: Sequence[FinetuneReport], path: str | Path, *, c
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def _check_regression(targets: RegressionTargets, train: Dataset, test: Dataset, protocol: Protocol) -> None:
+    if protocol.mode != "full":
+        raise InputError("regression targets are fine-tuned in full mode only; use Protocol(mode='full')")
+    if protocol.augment:
+        raise InputError(
+            "random-resized-crop augmentation rescales the images, so it would corrupt a scale target; "
+            "use Protocol(augment=False) (--no-augment) with regression targets"
+        )
+    if (len(targets.train), len(targets.test)) != (len(train), len(test)):
+        raise InputError(
+            f"regression targets have {len(targets.train)}/{len(targets.test)} rows for {len(train)}/"
+            f"{len(test)} train/test images; give one row per image"
+        )

@@ -1,4 +1,5 @@
-"""The numpy-only linear probe and accuracy helpers shared by finetune (linear mode), ensemble and demo."""
+"""The numpy-only linear probes (logistic for classes, ridge for regression targets) and accuracy helpers
+shared by finetune (linear mode), ensemble, demo and the regression benchmark."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 
 from transfersel.metrics import stratified_permutation
 
-__all__ = ["accuracy", "linear_probe_accuracy", "split_validation"]
+__all__ = ["accuracy", "linear_probe_accuracy", "ridge_probe_r2", "split_validation"]
 
 
 def split_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -50,3 +51,31 @@ def linear_probe_accuracy(
     W, b = fit_logistic((X - mu) / sd, fit_labels, int(max(fit_labels.max(), eval_labels.max())) + 1, C)
     pred = (((np.asarray(eval_features, dtype=np.float64) - mu) / sd) @ W + b).argmax(axis=1)
     return accuracy(pred, eval_labels)
+
+
+def ridge_probe_r2(
+    fit_features: np.ndarray,
+    fit_targets: np.ndarray,
+    eval_features: np.ndarray,
+    eval_targets: np.ndarray,
+    *,
+    alphas: tuple[float, ...],
+) -> np.ndarray:
+    """(len(alphas), R) R² on the eval set of ridge regressions (penalty α each, unpenalised intercept) fitted
+    on the fit features standardised with the fit set's mean/sd, to the (N, R) targets.
+
+    One eigendecomposition ``XᵀX = V diag(w) Vᵀ`` serves every α: ``β = V diag(1/(w + α)) Vᵀ XᵀT``.
+    """
+    from transfersel.metrics._regression import r2_per_target
+
+    X = np.asarray(fit_features, dtype=np.float64)
+    mu, sd = X.mean(axis=0), X.std(axis=0)
+    sd = np.where(sd > 1e-12, sd, 1.0)
+    X = (X - mu) / sd
+    E = (np.asarray(eval_features, dtype=np.float64) - mu) / sd
+    T = np.asarray(fit_targets, dtype=np.float64)
+    t_mean = T.mean(axis=0)
+    w, V = np.linalg.eigh(X.T @ X)
+    VtXtT = V.T @ (X.T @ (T - t_mean))
+    EV = E @ V
+    return np.stack([r2_per_target(EV @ (VtXtT / (w + a)[:, None]) + t_mean, eval_targets) for a in alphas])

@@ -39,6 +39,7 @@ __all__ = [
     "logme_flabel",
     "per_sample_metric",
     "prompts",
+    "read_columns",
     "read_numeric_targets",
     "read_text_targets",
     "standardise",
@@ -97,7 +98,7 @@ def prompts(names: Sequence[str], template: str | None = DEFAULT_TEMPLATE) -> li
 # Per-sample targets from a CSV
 
 
-def _read_columns(
+def read_columns(
     path: PathLike, columns: Sequence[str], *, key_column: str | None, keys: Sequence[str] | None
 ) -> list[list[str]]:
     """Cells of ``columns`` per row: in file order, or ordered by ``keys`` via ``key_column``."""
@@ -126,7 +127,7 @@ def read_text_targets(
 
     Rows are in sample order, or matched to ``keys`` (e.g. relative file paths) by ``key_column``.
     """
-    texts = [row[0] for row in _read_columns(path, [column], key_column=key_column, keys=keys)]
+    texts = [row[0] for row in read_columns(path, [column], key_column=key_column, keys=keys)]
     empty = sum(not t.strip() for t in texts)
     if empty:
         raise InputError(f"{path}: {empty} empty cell(s) in column {column!r}; every sample needs a text")
@@ -150,7 +151,7 @@ def read_numeric_targets(
     keys: Sequence[str] | None = None,
 ) -> np.ndarray:
     """(N, R) float64 regression targets from ``columns`` of a CSV, standardised per column."""
-    cells = _read_columns(path, columns, key_column=key_column, keys=keys)
+    cells = read_columns(path, columns, key_column=key_column, keys=keys)
     try:
         T = np.array(cells, dtype=np.float64)
     except ValueError:
@@ -338,10 +339,18 @@ class LabelTargets:
 
 
 def per_sample_metric(name: str) -> Callable[..., float] | None:
-    """The per-sample-target form of a label metric (EMMS, LogME + F-label), or None."""
+    """The per-sample-target form of a label metric (EMMS, LogME + F-label, ridge, knn_reg), or None."""
     from transfersel.metrics.emms import emms_from_targets
+    from transfersel.metrics.knn_reg import knn_reg_from_targets
+    from transfersel.metrics.ridge import ridge_from_targets
 
-    return {"emms": emms_from_targets, "logme": logme_flabel}.get(name)
+    forms = {
+        "emms": emms_from_targets,
+        "logme": logme_flabel,
+        "ridge": ridge_from_targets,
+        "knn_reg": knn_reg_from_targets,
+    }
+    return forms.get(name)
 
 
 def embeddings_for_labels(E: np.ndarray, labels: Any) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 SGD with Nesterov momentum 0.9, a cosine schedule to 0, the gradient's global L2 norm clipped, random-resized
 crop augmentation, BatchNorm in train mode. :func:`full_runner` returns the
-:data:`~transfersel.protocol.Runner` that :func:`transfersel.finetune.finetune` calls per run.
+:data:`~transfersel.protocol.Runner` that :func:`transfersel.finetune.finetune` calls per run: cross-entropy
+on the class labels, scored by accuracy; :func:`regression_runner` the same with a head of R outputs trained
+by mean squared error on standardised regression targets, scored by the mean test R².
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import numpy as np
 
 from transfersel.data import Dataset
 from transfersel.extract import decode, torch_device
+from transfersel.metrics._regression import r2_per_target
 from transfersel.probe import accuracy, split_validation
 from transfersel.progress import StepProgress
 from transfersel.protocol import Protocol, Runner
+from transfersel.regression import RegressionTargets
 from transfersel.zoo import LoadedModel, ModelEntry
 
-__all__ = ["full_runner", "trainable_tensors"]
+__all__ = ["full_runner", "regression_runner", "trainable_tensors"]
 
 
 def trainable_tensors(module: Any) -> list[Any]:
@@ -102,9 +106,10 @@ def full_runner(
             torch.manual_seed(seed)
             loaded = entry.load()
             head, diverged = _train(
-                loaded, x_fit, y_fit, n_classes, hyper["lr"], hyper["wd"], steps, protocol, seed, dev, bar
-            )
-            pred = _predict(loaded, head, x_eval, dev)
+                loaded, x_fit, y_fit, n_classes, hyper["lr"], hyper["wd"], steps, protocol, seed, dev, bar,
+                loss_fn=torch.nn.functional.cross_entropy,
+            )  # fmt: skip
+            pred = _outputs(loaded, head, x_eval, dev).argmax(axis=1)
             acc, measure = accuracy(pred, y_eval)
             return acc, measure, {"diverged": diverged}
 
@@ -113,11 +118,60 @@ def full_runner(
     return build
 
 
+def regression_runner(
+    targets: RegressionTargets,
+) -> Callable[[ModelEntry, Dataset, Dataset, Protocol, str, StepProgress], Callable[[], Runner]]:
+    """:func:`full_runner` for regression: the head has one output per target, trained by MSE on the
+    targets standardised with the fitted rows' mean and sd; a run scores the mean over targets of R² on the
+    held-out rows (val) or on test, and logs each target's R². ``protocol.augment`` must be off (the caller
+    checks): a random-resized crop rescales the image, so it would change a scale target without changing the
+    label."""
+
+    def runner(
+        entry: ModelEntry, train: Dataset, test: Dataset, protocol: Protocol, device: str, bar: StepProgress
+    ) -> Callable[[], Runner]:
+        def build() -> Runner:
+            import torch
+
+            dev = torch_device(device)
+            images, test_images = _decode_all(train, entry), _decode_all(test, entry)
+
+            def run(hyper: dict[str, float], stage: str, seed: int) -> tuple[float, str, dict[str, Any]]:
+                if stage == "val":
+                    fit_rows, eval_rows = split_validation(train.labels, protocol.val_fraction, seed)
+                    x_fit, t_fit = images[fit_rows], targets.train[fit_rows]
+                    x_eval, t_eval = images[eval_rows], targets.train[eval_rows]
+                    steps = protocol.steps
+                else:
+                    x_fit, t_fit, x_eval, t_eval = images, targets.train, test_images, targets.test
+                    steps = protocol.final_steps or protocol.steps
+                mean, sd = t_fit.mean(axis=0), t_fit.std(axis=0)
+                y_fit = torch.as_tensor((t_fit - mean) / sd, dtype=torch.float32)
+                torch.manual_seed(seed)
+                loaded = entry.load()
+                head, diverged = _train(
+                    loaded, x_fit, y_fit, len(targets.names), hyper["lr"], hyper["wd"], steps, protocol, seed,
+                    dev, bar, loss_fn=torch.nn.functional.mse_loss,
+                )  # fmt: skip
+                pred = _outputs(loaded, head, x_eval, dev)
+                # a diverged run's non-finite outputs are scored as predicting the mean (R² about 0)
+                pred = np.where(np.isfinite(pred), pred, 0.0)
+                r2 = r2_per_target(pred, (t_eval - mean) / sd)  # R² is unchanged by the standardisation
+                per_target = {n: round(float(v), 6) for n, v in zip(targets.names, r2, strict=True)}
+                return float(r2.mean()), "r2", {"diverged": diverged, "r2_per_target": per_target}
+
+            return run
+
+        return build
+
+    return runner
+
+
 def _train(
     loaded: LoadedModel,
     x: Any,
     y: Any,
-    n_classes: int,
+    n_outputs: int,
     lr: float,
     wd: float,
     steps: int,
@@ -125,16 +179,18 @@ def _train(
     seed: int,
     dev: Any,
     bar: StepProgress,
+    *,
+    loss_fn: Callable[[Any, Any], Any],
 ) -> tuple[Any, bool]:
-    """``steps`` of SGD (Nesterov, cosine to 0, clipped) on all weights plus a new head; returns
-    (head, diverged)."""
+    """``steps`` of SGD (Nesterov, cosine to 0, clipped) on all weights plus a new head of ``n_outputs``,
+    minimising ``loss_fn(head outputs, y rows)``; returns (head, diverged)."""
     import torch
 
     module = loaded.module.to(dev)
     params = trainable_tensors(module)  # after the move, so converted buffers stay leaves on ``dev``
     with torch.no_grad():
         dim = loaded.forward(loaded.normalise(x[:2].to(dev)))[0].shape[1]
-    head = torch.nn.Linear(dim, n_classes).to(dev)
+    head = torch.nn.Linear(dim, n_outputs).to(dev)
     # A zero head (as BiT's transfer recipe) sends no gradient into the backbone until it has learnt
     # something: a random head's first large steps otherwise wreck BN-free pretrained features.
     torch.nn.init.zeros_(head.weight)
@@ -164,7 +220,7 @@ def _train(
         if protocol.augment:
             pixels = _random_resized_crop(pixels, gen)
         feats, _ = loaded.forward(loaded.normalise(pixels.to(dev)))
-        loss = torch.nn.functional.cross_entropy(head(feats), y[idx].to(dev))
+        loss = loss_fn(head(feats), y[idx].to(dev))
         if not torch.isfinite(loss):
             diverged = True  # scored as it stands (about chance): a too-large lr loses the grid
             break
@@ -200,12 +256,13 @@ def _random_resized_crop(pixels: Any, gen: Any) -> Any:
     return out
 
 
-def _predict(loaded: LoadedModel, head: Any, x: Any, dev: Any, batch: int = 256) -> np.ndarray:
+def _outputs(loaded: LoadedModel, head: Any, x: Any, dev: Any, batch: int = 256) -> np.ndarray:
+    """The head's outputs (N, n_outputs) on every image of ``x``."""
     import torch
 
     preds = []
     with torch.inference_mode():
         for i in range(0, len(x), batch):
             feats, _ = loaded.forward(loaded.normalise(x[i : i + batch].to(dev)))
-            preds.append(head(feats).argmax(dim=1).cpu().numpy())
+            preds.append(head(feats).float().cpu().numpy())
     return np.concatenate(preds)
