@@ -134,7 +134,9 @@ def test_first_step_leaves_the_backbone_alone_and_clips_the_head(cifar_tiny):
     protocol = Protocol(mode="full", steps=1, batch_size=32, augment=False, grad_clip=0.01)
     lr = 10.0  # large enough that an unclipped step would move the head by far more than the bound
     cpu, quiet = torch.device("cpu"), StepProgress(False)
-    head, diverged = trainer._train(loaded, x, y, 10, lr, 0.0, 1, protocol, 0, cpu, quiet)
+    head, diverged = trainer._train(
+        loaded, x, y, 10, lr, 0.0, 1, protocol, 0, cpu, quiet, loss_fn=torch.nn.functional.cross_entropy
+    )
     assert not diverged
     with torch.no_grad():
         torch.testing.assert_close(loaded.forward(probe)[0], before)

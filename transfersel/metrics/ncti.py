@@ -18,9 +18,10 @@ Gram ``G_Z``, with class means ``m_c = (μ_c − μ) V`` (linear). Both LDA solv
 ``svd`` solver's SVD of the scaled within-class deviations is the eigendecomposition of their k×k Gram
 ``Σ_c S_c`` (singular values = √eigenvalues, right singular vectors = eigenvectors). ``‖L‖_*`` is the sum
 of the square roots of the eigenvalues of ``Lᵀ_c L_c = scalingsᵀ G_Z scalings``, and a second class-ordered
-pass gives each ``‖P_c‖_*`` from ``P_cᵀP_c`` (C, C) (from P_c itself when n_c ≤ C). Square roots of
-eigenvalues lose the relative accuracy of singular values far below the largest (≈ √ε·σ_max absolutely);
-the nuclear norms, dominated by the large ones, stay within 1e-7 relative of the SVD.
+pass gives each ``‖P_c‖_*`` from a (C, C) QR triangle of P_c updated block by block. ``‖L‖_*`` takes
+square roots of eigenvalues, which lose the relative accuracy of singular values far below the largest
+(≈ √ε·σ_max absolutely); that nuclear norm, dominated by the large ones, stays within 1e-7 relative of the
+SVD.
 """
 
 from __future__ import annotations
@@ -112,29 +113,22 @@ def nuclear_from_gram(G: np.ndarray) -> float:
 def posterior_terms(
     inputs: Inputs, V: np.ndarray, coef: np.ndarray, intercept: np.ndarray
 ) -> tuple[float, float]:
-    """``(mean_i P[i, y_i], Σ_c ‖P_c‖_*)`` of ``P = softmax(Z coefᵀ + intercept)``, in one pass."""
-    C = inputs.C
+    """``(mean_i P[i, y_i], Σ_c ‖P_c‖_*)`` of ``P = softmax(Z coefᵀ + intercept)``, in one pass.
+
+    Each ``‖P_c‖_*`` comes from the (≤ C, C) triangle R of a QR of P_c updated block by block (TSQR:
+    ``R ← qr([R; P_block])``): P_c and R have the same singular values, and unlike the eigenvalues of
+    ``P_cᵀP_c`` they keep their accuracy far below the largest, so the sum does not depend on the blocking.
+    """
     true_class, nuclear = 0.0, 0.0
-    current, parts, PtP = -1, [], np.zeros((C, C))
-
-    def close() -> float:
-        if current < 0:
-            return 0.0
-        if inputs.counts[current] <= C:  # few rows: the SVD of P_c itself
-            return float(np.linalg.norm(np.concatenate(parts), ord="nuc"))
-        return nuclear_from_gram(PtP)
-
+    current, R = -1, None
     for c, Z in projected_class_blocks(inputs.X, inputs.y, inputs.counts, V, mean=inputs.mean):
         if c != current:
-            nuclear += close()
-            current, parts, PtP = c, [], np.zeros((C, C))
+            nuclear += 0.0 if R is None else float(np.linalg.svd(R, compute_uv=False).sum())
+            current, R = c, np.zeros((0, inputs.C))
         P = softmax_rows(Z @ coef.T + intercept, inplace=True)
         true_class += P[:, c].sum()
-        if inputs.counts[c] <= C:
-            parts.append(P)
-        else:
-            PtP += P.T @ P
-    nuclear += close()
+        R = np.linalg.qr(np.vstack([R, P]), mode="r")
+    nuclear += 0.0 if R is None else float(np.linalg.svd(R, compute_uv=False).sum())
     return true_class / inputs.N, nuclear
 
 
