@@ -52,7 +52,12 @@ def test_folder_without_splits_csv_and_fingerprint_changes(tmp_path):
     assert csv.labels.tolist() == ds.labels.tolist()
     before = ds.fingerprint
     p = ds.paths[0]
-    os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))  # touched
+    os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))  # touched: same bytes
+    assert open_dataset(root).fingerprint == before
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)  # a re-laid copy: new mtimes, same contents
+    assert open_dataset(copy).fingerprint == before
+    p.write_bytes(ds.paths[1].read_bytes())  # same name, other content
     assert open_dataset(root).fingerprint != before
     with pytest.raises(InputError, match="neither a folder nor a .csv"):
         open_dataset(tmp_path / "missing")

@@ -2,8 +2,9 @@
 torchvision dataset name (``torchvision:CIFAR10``, materialised once as an ImageFolder in the cache).
 
 Sample order is deterministic (classes sorted, files sorted within a class); ``max_per_class`` keeps a seeded
-subset in that order. The fingerprint hashes the split, the classes, and every file's relative path, label,
-size and mtime, so the feature cache notices when the data change.
+subset in that order. The fingerprint hashes the split, the classes, and every file's relative path, label
+and content digest (:mod:`transfersel.digests`), so the feature cache notices when the data change and
+survives a copy or re-lay of unchanged files.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from transfersel.digests import file_digests
 from transfersel.errors import InputError, TransferabilityWarning
 
 __all__ = ["IMAGE_EXTENSIONS", "Dataset", "open_dataset"]
@@ -191,13 +193,9 @@ def _fingerprint(
     root: Path, split: str | None, paths: list[Path], labels: np.ndarray, classes: list[str]
 ) -> str:
     h = hashlib.sha256(f"{split}\n{chr(31).join(classes)}\n".encode())
-    for p, y in zip(paths, labels.tolist(), strict=True):
-        try:
-            st = p.stat()
-            stamp = f"{st.st_size}\t{st.st_mtime_ns}"
-        except OSError:
-            stamp = "missing"
-        h.update(f"{_rel(p, root)}\t{y}\t{stamp}\n".encode())
+    rel = [_rel(p, root) for p in paths]
+    for name, y, digest in zip(rel, labels.tolist(), file_digests(paths, rel, root), strict=True):
+        h.update(f"{name}\t{y}\t{digest}\n".encode())
     return h.hexdigest()
 
 

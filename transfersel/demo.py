@@ -60,7 +60,7 @@ def write_digits(root: str | Path, *, test_fraction: float = TEST_FRACTION, seed
     position makes the task need the invariances that pretraining brings. The split is stratified:
     ``round(test_fraction * n)`` seeded images of each class go to test. Everything is seeded; the folder
     is written under a temporary name and renamed, so it is complete or absent, and an existing one is
-    reused as is (its files' mtimes key the feature cache).
+    reused as is (its files' contents key the feature cache).
     """
     try:
         from sklearn.datasets import load_digits

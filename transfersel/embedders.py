@@ -35,12 +35,12 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from transfersel.digests import file_digest
 from transfersel.errors import InputError
 
 __all__ = [
@@ -116,21 +116,6 @@ def get_embedder(spec: str | Embedder, *, device: str = "cpu") -> Embedder:
 
 # ----------------------------------------------------------------------------------------------------------
 # Hashing and the cache
-
-
-@cache
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:  # size/mtime: re-hash a file that changed
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes (memoised per path, size and modification time)."""
-    st = path.stat()
-    return _file_digest(str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 
 def folder_digest(folder: Path) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from transfersel.digests import file_digest
 from transfersel.errors import InputError, TransferselError
 from transfersel.paths import read_text
 
@@ -110,13 +111,13 @@ class ModelEntry:
         return self.backend.load(self.spec)
 
     def fingerprint(self) -> str:
-        """Hash of what determines the features: source fields, and size + mtime of local weight files."""
+        """Hash of what determines the features: source fields, and the content of local weight files (so a
+        copied or re-laid zoo keeps its cache entries, and a replaced weight file re-extracts)."""
         keys = {"source": self.source}
         for k in self.backend.fields:
             v = self.spec.get(k)
             if isinstance(v, str) and k in self.backend.path_fields and Path(v).exists():
-                st = Path(v).stat()
-                v = [v, st.st_size, st.st_mtime_ns]
+                v = ["content", file_digest(Path(v))]
             keys[k] = v
         blob = json.dumps(keys, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
