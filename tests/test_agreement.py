@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from transfersel.agreement import (
+    bootstrap_sds,
     bootstrap_tau_sd,
     correlate,
     evaluate_scores,
@@ -78,6 +79,19 @@ def test_bootstrap_sd_is_seeded_and_shrinks_with_agreement():
     assert sd != bootstrap_tau_sd(noisy, a, n_boot=300, seed=4)
     assert 0.0 < sd < 1.0
     assert bootstrap_tau_sd(a, a, n_boot=300) == pytest.approx(0.0, abs=1e-12)  # perfect agreement: τ_w ≡ 1
+
+
+def test_rel_and_regret_sds_come_from_the_same_model_resamples():
+    rng = np.random.default_rng(2)
+    a = rng.uniform(60, 90, size=12)
+    # a perfect ranking picks every draw's best model: rel@1 ≡ 1 and regret@1 ≡ 0 in every draw
+    assert bootstrap_sds(a, a, n_boot=200)[1:] == (0.0, 0.0)
+    wrong = -a  # picks every draw's worst model
+    tau_sd, rel_sd, regret_sd = bootstrap_sds(wrong, a, n_boot=200, seed=5)
+    assert tau_sd == bootstrap_tau_sd(wrong, a, n_boot=200, seed=5)
+    assert rel_sd > 0 and regret_sd > 0
+    row = correlate("d", "m", [f"m{i}" for i in range(12)], wrong, a, n_boot=200, seed=5)
+    assert (row.rel_at_1_sd, row.regret_at_1_sd) == (rel_sd, regret_sd)
 
 
 def _published_tau() -> dict[tuple[str, str], float]:

@@ -80,10 +80,13 @@ def kendall_tau(scores: Sequence[float], accuracy: Sequence[float]) -> float:
 
 
 def spearman(scores: Sequence[float], accuracy: Sequence[float]) -> float:
-    """Spearman ρ (``scipy.stats.spearmanr``); NaN scores last."""
+    """Spearman ρ (``scipy.stats.spearmanr``); NaN scores last; NaN (no warning) when either side is
+    constant, e.g. a prior that ties every model (the leaderboard's all-tie note says so once)."""
     from scipy import stats
 
     s, a = _pair(scores, accuracy)
+    if np.ptp(s) == 0 or np.ptp(a) == 0:
+        return math.nan
     return float(stats.spearmanr(s, a).statistic)
 
 
@@ -141,12 +144,14 @@ def score_ties(scores: Sequence[float], names: Sequence[str]) -> list[tuple[str,
     return [tuple(g) for g in groups.values() if len(g) > 1]
 
 
-def bootstrap_tau_sd(
+def bootstrap_sds(
     scores: Sequence[float], accuracy: Sequence[float], *, n_boot: int = 1000, seed: int = 0
-) -> float:
-    """Standard deviation of τ_w over ``n_boot`` resamples of the models (with replacement, seeded).
+) -> tuple[float, float, float]:
+    """Standard deviations of ``(τ_w, rel@1, regret@1)`` over ``n_boot`` resamples of the models (with
+    replacement, seeded; the same draws for the three).
 
-    Resamples in which τ_w is undefined (every drawn model identical) are skipped.
+    A draw's rel@1 and regret@1 compare its top-scored model with its best one. Resamples in which τ_w is
+    undefined (every drawn model identical) are skipped for τ_w.
     """
     from scipy import stats
 
@@ -154,8 +159,24 @@ def bootstrap_tau_sd(
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, s.size, size=(n_boot, s.size))
     taus = np.array([stats.weightedtau(s[i], a[i]).statistic for i in draws], dtype=np.float64)
-    taus = taus[np.isfinite(taus)]
-    return float(taus.std(ddof=1)) if taus.size > 1 else math.nan
+    # the top-scored model of each draw (first on ties, as top_k), and the draw's best accuracy
+    picked = a[draws[np.arange(n_boot), np.argmax(s[draws], axis=1)]]
+    best = a[draws].max(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _sd(taus), _sd(picked / best), _sd(best - picked)
+
+
+def _sd(values: np.ndarray) -> float:
+    """Sample sd of the finite ``values`` (NaN with fewer than two)."""
+    v = values[np.isfinite(values)]
+    return float(v.std(ddof=1)) if v.size > 1 else math.nan
+
+
+def bootstrap_tau_sd(
+    scores: Sequence[float], accuracy: Sequence[float], *, n_boot: int = 1000, seed: int = 0
+) -> float:
+    """Standard deviation of τ_w over ``n_boot`` resamples of the models (:func:`bootstrap_sds`)."""
+    return bootstrap_sds(scores, accuracy, n_boot=n_boot, seed=seed)[0]
 
 
 @dataclass(frozen=True)
@@ -183,6 +204,8 @@ class Correlation:
     best: str
     nan_models: tuple[str, ...] = ()
     ties: tuple[tuple[str, ...], ...] = ()
+    rel_at_1_sd: float = math.nan
+    regret_at_1_sd: float = math.nan
 
 
 def correlate(
@@ -199,6 +222,7 @@ def correlate(
     s, a = _pair(scores, accuracy)
     if len(names) != s.size:
         raise InputError(f"{len(names)} model names but {s.size} scores; pass one name per model")
+    tau_sd, rel_sd, regret_sd = bootstrap_sds(s, a, n_boot=n_boot, seed=seed)
     return Correlation(
         dataset=dataset,
         metric=metric,
@@ -211,11 +235,13 @@ def correlate(
         rel_at_3=rel_at_k(s, a, 3),
         regret_at_1=regret_at_k(s, a, 1),
         regret_at_3=regret_at_k(s, a, 3),
-        tau_sd=bootstrap_tau_sd(s, a, n_boot=n_boot, seed=seed),
+        tau_sd=tau_sd,
         top1=names[int(top_k(s, 1)[0])],
         best=names[int(np.argmax(a))],
         nan_models=tuple(n for n, v in zip(names, s, strict=True) if v == -np.inf),
         ties=tuple(score_ties(s, names)),
+        rel_at_1_sd=rel_sd,
+        regret_at_1_sd=regret_sd,
     )
 
 
