@@ -122,7 +122,7 @@ def test_parse_component():
 def test_selection_constants_load():
     cfg = load_config()
     assert cfg.standardise in ("rank", "z") and cfg.weights and all(w > 0 for w in cfg.weights.values())
-    known = {m.name for m in list_metrics()} | set(PRIORS)
+    known = {m.name for m in list_metrics(pool=None)} | set(PRIORS)
     assert {parse_component(c)[0] for c in cfg.components} <= known
 
 
@@ -161,8 +161,11 @@ def test_registered_pool_metric_degrades_and_says_what_it_used(pool_inputs):
         or not c.startswith("prior_")
         and get_metric(parse_component(c)[0]).needs
     }
-    assert set(full["cut8"]) == set(cfg.components)
-    assert set(bare["cut8"]) == set(cfg.components) - needs_more
+    def names(comps: dict) -> set[str]:  # a pool metric's parts are "ncti.nuc", ...: its name once
+        return {c.split(".")[0] for c in comps}
+
+    assert names(full["cut8"]) == set(cfg.components)
+    assert names(bare["cut8"]) == set(cfg.components) - needs_more
     got = metric.combine(bare)
     assert set(got) == set(models) and got.note.startswith("auto used ")
     assert set(got.used) == set(cfg.components) - needs_more
@@ -170,3 +173,30 @@ def test_registered_pool_metric_degrades_and_says_what_it_used(pool_inputs):
         assert "without" in got.note and all(c in got.note for c in needs_more)
     with pytest.raises(InputError, match="at least 2 models"):
         metric.combine(dict(list(bare.items())[:1]))
+
+
+def test_a_pool_metric_inside_auto_is_combined_over_the_pool_first(pool_inputs):
+    """``ncti`` as a component of auto: its parts per model, combined over the pool by NCTI's own rule,
+    then standardised like any other component."""
+    from transfersel.metrics.auto import component_values
+
+    pool = _pool(pool_inputs, logits=False, embeddings=False, names=["ncti", "knn"])
+    models = list(pool)
+    assert set(pool["cut8"]) == {"knn", "ncti.nuc", "ncti.sfda", "ncti.compact"}
+    parts = {m: {k.split(".")[1]: v for k, v in pool[m].items() if k.startswith("ncti.")} for m in models}
+    want = get_metric("ncti").combine(parts)
+    assert component_values(pool, "ncti", models) == [want[m] for m in models]
+    got = combine(pool, weights={"ncti": 1.0, "knn": 1.0}, how="z")
+    z = (np.array([want[m] for m in models]) - np.mean(list(want.values()))) / np.std(list(want.values()))
+    zk = standardise([pool[m]["knn"] for m in models], how="z")
+    assert [got[m] for m in models] == pytest.approx(((z + zk) / 2).tolist())
+    pool["cut8"] = {k: v for k, v in pool["cut8"].items() if k != "ncti.nuc"}  # an incomplete model
+    assert math.isnan(component_values(pool, "ncti", models)[0]) and got.used == ("ncti", "knn")
+
+
+def test_metric_options_reach_the_components(vectors):
+    v = vectors["wide_random"]  # N < D: LogME's padded evidence differs from the published value
+    padded = component_scores(v["features"], v["labels"], ["logme"], options={"logme": {"variant": "padded"}})
+    plain = component_scores(v["features"], v["labels"], ["logme"])
+    assert padded["logme"] == get_metric("logme")(v["features"], v["labels"], variant="padded")
+    assert padded["logme"] != plain["logme"]

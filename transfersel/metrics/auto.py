@@ -1,20 +1,29 @@
 """``auto``: the one recommended selector (selection spec §5), a pool metric.
 
-A model's **components** are the scores of a few metrics (some on PCA-reduced features) and, when the zoo
-gives them, target-free priors (:mod:`transfersel.priors`). Over the pool of candidate models of one
-target dataset, ``combine`` standardises each component (``"rank"``: average ranks scaled to [0, 1];
-``"z"``: z-scores) and returns, per model, the weighted mean of its standardised components. Which
-components, their weights and the standardisation are fitted leave-one-dataset-out on the offline benchmark
-by ``scripts/fit_auto.py`` and stored in ``transfersel/selection.json`` under ``"auto"``.
+``auto`` is the **consensus of the metric library**: over the pool of candidate models of one target
+dataset, every component (by default every classification metric transfersel has, on the exact features:
+SFDA, LogME, EMMS, H-score, regularised H-score, TransRate, GBC, LEEP, NCE, NLEEP, kNN, PARC, NCTI, ETran;
+the linear probe is left out for its cost, 38x a Gram + eigh) is standardised across the pool (``"z"``:
+z-scores; ``"rank"``: average ranks scaled to [0, 1]) and a model's score is the weighted mean of its
+standardised components. Why a consensus and not a fitted few: on the offline benchmark the metric that
+works changes from dataset to dataset (the second-order metrics prefer wide features, which is right where
+the wide ImageNet models fine-tune best and wrong where an in-domain narrow model does; the frozen-accuracy
+metrics the reverse), so any small subset chosen on some datasets fails on others, while the families'
+errors partly cancel in their mean. With equal weights nothing is fitted but the standardisation, so there
+is nothing to overfit to the benchmark (``benchmarks/offline/AUTO.md``). The constants live in
+``transfersel/selection.json`` under ``"auto"``: ``weights``, ``standardise`` and per-metric ``options``
+(LogME's padded evidence), written by ``scripts/fit_auto.py``.
 
-Component names: a registered metric (``"logme"``), a metric on the features projected on their top-d
-principal axes (``"logme@64"``, the metric with ``reduce=64``, spec §2; ``"logme@auto"``: ``reduce="auto"``),
-or a prior (``"prior_params"``).
+Component names: a registered metric (``"logme"``; a pool metric such as ``"ncti"`` is combined over the
+pool first, then standardised like the others), a metric on the features projected on their top-d principal
+axes (``"logme@64"``, the metric with ``reduce=64``, spec §2; ``"logme@auto"``: ``reduce="auto"``), or a
+prior (``"prior_params"``).
 
 Use it like any pool metric: ``get_metric("auto").components(features, labels, logits=...,
 label_embeddings=..., priors=...)`` per model (``priors``: ``{prior_name: value}`` from
 :func:`transfersel.priors.priors`), then ``get_metric("auto").combine({model: components})``, which
 returns a :class:`Combined`: a ``{model: score}`` dict whose ``note`` says which components it used.
+A pool metric's parts appear among the components as ``"ncti.nuc"`` etc.
 
 Missing inputs degrade gracefully: a component that needs source logits (LEEP, NCE), label embeddings
 (EMMS) or a prior that was not passed is left out, and the weights are renormalised over the rest (per
@@ -27,7 +36,7 @@ import json
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +52,7 @@ __all__ = [
     "Combined",
     "combine",
     "component_scores",
+    "component_values",
     "load_config",
     "parse_component",
     "standardise",
@@ -74,6 +84,7 @@ def component_scores(
     logits: Any = None,
     label_embeddings: Any = None,
     priors: Mapping[str, float] | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
     device: str | None = "cpu",
 ) -> dict[str, float]:
     """Score one model's ``features`` (N, D) and ``labels`` (N,) on every component in ``names``.
@@ -87,23 +98,29 @@ def component_scores(
 
     logits = None if logits is None or np.asarray(logits).shape[-1] == 0 else logits
     inputs = check_inputs(features, labels, logits=logits, label_embeddings=label_embeddings, device=device)
-    return scores_from_inputs(inputs, names, priors=priors)
+    return scores_from_inputs(inputs, names, priors=priors, options=options)
 
 
 def scores_from_inputs(
-    inputs: Any, names: Sequence[str], *, priors: Mapping[str, float] | None = None
+    inputs: Any,
+    names: Sequence[str],
+    *,
+    priors: Mapping[str, float] | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, float]:
     """:func:`component_scores` on validated :class:`~transfersel.metrics._inputs.Inputs`.
 
-    ``metric@d`` is the metric with ``reduce=d`` (one projection per d, shared). Components whose inputs
-    are missing (source logits for LEEP/NCE, label embeddings for EMMS, a prior absent from ``priors``) are
-    left out of the result; NaN means the metric ran but could not score. ``prior_feature_dim`` falls back
-    to ``log2(D)`` of the features.
+    ``metric@d`` is the metric with ``reduce=d`` (one projection per d, shared); ``options[metric]`` are its
+    keyword options. A pool metric contributes its parts as ``"metric.part"`` (combined over the pool by
+    :func:`combine`). Components whose inputs are missing (source logits for LEEP/NCE, label embeddings for
+    EMMS, a prior absent from ``priors``) are left out of the result; NaN means the metric ran but could not
+    score. ``prior_feature_dim`` falls back to ``log2(D)`` of the features.
     """
     from transfersel.metrics import get_metric
 
     priors = dict(priors or {})
     priors.setdefault("prior_feature_dim", math.log2(inputs.D))
+    options = options or {}
     out: dict[str, float] = {}
     for name in names:
         metric, d = parse_component(name)
@@ -114,7 +131,12 @@ def scores_from_inputs(
         m = get_metric(metric)
         if any(getattr(inputs, need) is None for need in m.needs):
             continue
-        out[name] = m.compute(inputs, reduce=d)
+        opts = dict(options.get(metric, {}))
+        if m.pool:
+            parts = m.compute_components(inputs, reduce=d, **opts)
+            out.update({f"{name}.{part}": value for part, value in parts.items()})
+        else:
+            out[name] = m.compute(inputs, reduce=d, **opts)
     return out
 
 
@@ -144,11 +166,13 @@ def standardise(values: Sequence[float], *, how: str = "rank") -> np.ndarray:
 
 @dataclass(frozen=True)
 class AutoConfig:
-    """The fitted constants of ``auto``: ``weights`` ``{component: w}`` (w > 0) and the standardisation."""
+    """The constants of ``auto``: ``weights`` ``{component: w}`` (w > 0), the standardisation, and
+    ``options`` ``{metric: {option: value}}`` for its metrics."""
 
     weights: dict[str, float]
     standardise: str = "rank"
     source: str = ""
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def components(self) -> list[str]:
@@ -162,6 +186,7 @@ def load_config(path: str | Path | None = None) -> AutoConfig:
         doc = json.loads(path.read_text())["auto"]
         weights = {str(k): float(v) for k, v in doc["weights"].items()}
         how = str(doc.get("standardise", "rank"))
+        options = {str(k): dict(v) for k, v in doc.get("options", {}).items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InputError(
             f"{path} has no valid 'auto' entry ({type(exc).__name__}: {exc}); "
@@ -173,7 +198,7 @@ def load_config(path: str | Path | None = None) -> AutoConfig:
         raise InputError(f"{path}: 'auto' standardise must be one of {', '.join(STANDARDISE)}, got {how!r}")
     for name in weights:
         parse_component(name)
-    return AutoConfig(weights, how, str(path))
+    return AutoConfig(weights, how, str(path), options)
 
 
 class Combined(dict):
@@ -226,9 +251,9 @@ def combine(
         )
     W = np.array([float(w) for w in weights.values()])
     names = list(weights)
-    S = np.array(
-        [[float(pool[m].get(c, math.nan)) for m in models] for c in names], dtype=np.float64
-    ).reshape(len(names), len(models))
+    S = np.array([component_values(pool, c, models) for c in names], dtype=np.float64).reshape(
+        len(names), len(models)
+    )
     Z = np.stack([standardise(row, how=how) for row in S]) if names else S
     ok = np.isfinite(Z)
     wsum = (W[:, None] * ok).sum(axis=0)
@@ -245,6 +270,24 @@ def combine(
     return Combined(scores, used, missing)
 
 
+def component_values(pool: Mapping[str, Mapping[str, float]], name: str, models: list[str]) -> list[float]:
+    """(M,) values of component ``name``: read off each model, or, for a pool metric, its pool scores over
+    the models that have all of its parts (``"ncti.nuc"``, ...; NaN for the others)."""
+    from transfersel.metrics import list_metrics
+
+    metric = next((m for m in list_metrics(pool=True) if m.name == parse_component(name)[0]), None)
+    if metric is None:  # a metric, a prior, or a value read off each model
+        return [float(pool[m].get(name, math.nan)) for m in models]
+    need = [f"{name}.{part}" for part, _ in metric.pool_weights]
+    complete = {
+        m: {k.split(".", 1)[1]: pool[m][k] for k in need}
+        for m in models
+        if all(math.isfinite(pool[m].get(k, math.nan)) for k in need)
+    }
+    pooled = metric.combine(complete) if len(complete) >= 2 else {}
+    return [float(pooled.get(m, math.nan)) for m in models]
+
+
 def _register() -> None:
     """Register ``auto`` with the constants of the packaged ``selection.json`` (not at all if it has none)."""
     try:
@@ -253,16 +296,15 @@ def _register() -> None:
         return
 
     def auto(inputs: Any, *, priors: Mapping[str, float] | None = None) -> dict[str, float]:
-        return scores_from_inputs(inputs, config.components, priors=priors)
+        return scores_from_inputs(inputs, config.components, priors=priors, options=config.options)
 
     def combiner(components: Mapping[str, Mapping[str, float]]) -> Combined:
         return combine(components, weights=config.weights, how=config.standardise)
 
     register_metric(
         "auto",
-        description="the recommended selector: equal-weight mean of pool-standardised "
-        + ", ".join(config.components)
-        + " (fitted leave one dataset out, selection.json); pool-relative",
+        description="the recommended selector: the consensus (weighted mean of pool-standardised scores, "
+        f"{config.standardise}) of " + ", ".join(config.components) + " (selection.json); pool-relative",
         reference="transfersel scripts/fit_auto.py (benchmarks/offline/AUTO.md)",
         pool_weights=config.weights,
         combiner=combiner,
