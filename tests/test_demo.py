@@ -99,6 +99,13 @@ def test_second_run_through_the_cli_reuses_everything(quick):
     assert "linear-probe test accuracy (ground truth)" in out and "agreement of each metric" in out
     assert all(m in out for m in QUICK_MODELS)
     assert [p.stat().st_mtime_ns for p in features] == stamps and len(features) == 6
+    # in an 80-column terminal the leaderboard is the recommended selector's: every column readable
+    narrow = CliRunner().invoke(
+        app, ["demo", "--quick", "--workdir", str(work), "--device", "cpu"], env={"COLUMNS": "80"}
+    )
+    assert narrow.exit_code == 0, narrow.output
+    assert all(h in narrow.output for h in ("probe_acc_%", "auto_rank", "tau_w", "top1_pick"))
+    assert all(m in narrow.output for m in QUICK_MODELS) and "trust auto" in narrow.output
     assert read_ground_truth(first.ground_truth).accuracy["digits_jittered"] == {
         m: round(a, 2) for m, a in first.accuracy.items()
     }

@@ -41,6 +41,7 @@ QUICK_MODELS = ("efficientnet_lite0_imagenet", "efficientnet_lite1_imagenet", "e
 QUICK_TRAIN_PER_CLASS = 40
 QUICK_TEST_PER_CLASS = 20
 EMMS_EMBEDDER = "minilm"
+RECOMMENDED = "auto"  # the selector the demo's tables lead with
 
 
 def default_workdir() -> Path:
@@ -121,14 +122,16 @@ class DemoResult:
     probe_runs: int  # linear-probe fits computed by this run (the others came from the run log)
 
     def leaderboard_table(self) -> Table:
-        """One row per model, best ground truth first: linear-probe accuracy, then every metric's score."""
-        metrics = self.board.metrics
+        """One row per model, best ground truth first: linear-probe accuracy, then the recommended selector's
+        score and rank (every metric's score is in the written leaderboard files: ~20 columns do not fit a
+        terminal)."""
+        lead = RECOMMENDED if RECOMMENDED in self.board.metrics else self.board.metrics[0]
         rows = sorted(self.board.rows, key=lambda r: -self.accuracy[r.model])
         return Table(
-            ("model", "probe_acc_%", *metrics),
-            tuple((r.model, self.accuracy[r.model], *(r.scores[m] for m in metrics)) for r in rows),
-            f"{self.board.dataset}: linear-probe test accuracy (ground truth) and every metric's score "
-            "(higher = predicted better)",
+            ("model", "probe_acc_%", lead, f"{lead}_rank"),
+            tuple((r.model, self.accuracy[r.model], r.scores[lead], r.ranks[lead]) for r in rows),
+            f"{self.board.dataset}: linear-probe test accuracy (ground truth) and {lead}'s score and rank "
+            f"(higher = predicted better; every metric's score: {', '.join(p.name for p in self.outputs)})",
             self.board.notes,
         )
 
@@ -143,6 +146,11 @@ class DemoResult:
             ),
             f"{self.board.dataset}: agreement of each metric's ranking with the ground truth "
             f"({len(self.accuracy)} models; regret@1 in accuracy points)",
+            (
+                f"trust {RECOMMENDED}: on data without a ground truth, a single metric that leads here may "
+                "fail on the next dataset; auto, the consensus of the metrics, held up across the offline "
+                "benchmark's datasets (benchmarks/offline/AUTO.md)",
+            ),
         )
 
 
