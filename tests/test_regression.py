@@ -60,18 +60,9 @@ def small(tmp_path_factory):
     return root / "task", root / "cache"
 
 
-def _rank(task, cache, targets: LabelTargets, metrics=PER_SAMPLE, **kwargs):
-    return rank(
-        task,
-        models=ZOO,
-        only=MODELS,
-        metrics=metrics,
-        cache=cache,
-        device="cpu",
-        label_targets=targets,
-        reduce=None,
-        **kwargs,
-    )
+def _rank(task, cache, targets: LabelTargets, metrics=PER_SAMPLE, reduce=None):
+    where = {"models": ZOO, "only": MODELS, "cache": cache, "device": "cpu"}
+    return rank(task, metrics=metrics, label_targets=targets, reduce=reduce, **where)
 
 
 def _numeric(csv_path, columns=("angle", "scale")) -> LabelTargets:
@@ -213,18 +204,10 @@ def test_per_sample_metrics_score_the_reduced_features(small):
     class labels; the notice then says what was scored."""
     task, cache = small
     feats = _features(task, cache)
-    T = _numeric(task / "train_targets.csv").build(task, split="train")[1]
-    board = _rank(task, cache, _numeric(task / "train_targets.csv"), metrics=["emms", "logme", "ridge"])
-    reduced = rank(
-        task,
-        models=ZOO,
-        only=MODELS,
-        metrics=["emms", "logme", "ridge"],
-        cache=cache,
-        device="cpu",
-        label_targets=_numeric(task / "train_targets.csv"),
-        reduce=16,
-    )
+    numeric = _numeric(task / "train_targets.csv")
+    T = numeric.build(task, split="train")[1]
+    board = _rank(task, cache, numeric, ["emms", "logme", "ridge"])
+    reduced = _rank(task, cache, numeric, ["emms", "logme", "ridge"], reduce=16)
     labels = open_dataset(task, split="train").labels
     exact = {r.model: r.scores for r in board.rows}
     for r1 in reduced.rows:
