@@ -219,3 +219,36 @@ def test_per_sample_metrics_score_the_reduced_features(small):
         assert r1.scores["emms"] != pytest.approx(r0["emms"], rel=1e-3)
         assert r1.scores["ridge"] == r0["ridge"]  # not a D×D metric: never projected
     assert any("reduce 16" in n or "d = 16" in n for n in reduced.notes), reduced.notes
+
+
+def test_ground_truth_is_replayed_from_the_committed_run_log(tmp_path):
+    """The fine-tuning ground truth of REGRESSION.md: every model's grid and retrains are in the log, the
+    retrained lr is the grid's best, gt_regression.csv holds their mean; a lost run is named, never filled."""
+    import regression_report as rr
+    from benchmark_regression import REGRESSION
+
+    from transfersel.agreement import read_ground_truth
+    from transfersel.zoo import load_zoo
+
+    names = [e.name for e in load_zoo(ZOO)]
+    lines = RUN_LOG.read_text().splitlines()
+    (fp,) = {json.loads(line)["targets"] for line in lines}
+    gt, missing, fps = rr.logged_ground_truth(RUN_LOG, names, REGRESSION, "regression_task", fp)
+    assert missing == [] and sorted(gt) == sorted(names) and len(names) == 18
+    assert sum(fps["dataset"].values()) == len(lines) == 18 * 6
+    for g in gt.values():
+        assert g.chosen == REGRESSION.grid()[int(np.argmax(g.val))] and sorted(g.test) == [0, 1, 2]
+        assert 0.75 < g.r2 < 1 and set(g.per_target) == {"angle", "scale"}
+    committed = read_ground_truth(REPO / "benchmarks" / "offline" / "gt_regression.csv").accuracy
+    assert committed["regression_task"] == {m: round(g.r2, 4) for m, g in gt.items()}
+
+    drop = next(i for i, line in enumerate(lines) if json.loads(line)["stage"] == "test")
+    (tmp_path / "log.jsonl").write_text("\n".join(lines[:drop] + lines[drop + 1 :]) + "\n")
+    lost = json.loads(lines[drop])
+    gt2, missing2, _ = rr.logged_ground_truth(
+        tmp_path / "log.jsonl", names, REGRESSION, "regression_task", fp
+    )
+    assert len(missing2) == 1 and missing2[0].startswith(f"{lost['model']} test")
+    assert lost["model"] not in gt2 and len(gt2) == 17
+    _, missing3, _ = rr.logged_ground_truth(RUN_LOG, names, REGRESSION, "regression_task", "0" * 16)
+    assert len(missing3) == 18 * len(REGRESSION.grid())  # other targets: no run of this log counts
