@@ -129,9 +129,7 @@ def phase_ridge(zoo, task: Path, cache: Path, out: Path) -> None:
         alpha = ALPHA_FACTORS[best] * len(Xtr)
         r2 = ridge_probe_r2(Xtr, targets.train, Xte, targets.test, alphas=(alpha,))[0]
         lines.append(
-            f"regression_task,{entry.name},{r2.mean():.4f},"
-            + ",".join(f"{v:.4f}" for v in r2)
-            + f",{alpha:g}"
+            f"{train.name},{entry.name},{r2.mean():.4f}," + ",".join(f"{v:.4f}" for v in r2) + f",{alpha:g}"
         )
         print(lines[-1], flush=True)
     (out / "gt_regression_ridge.csv").write_text("\n".join(lines) + "\n")
