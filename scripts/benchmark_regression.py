@@ -46,7 +46,7 @@ from transfersel.rank import rank
 from transfersel.regression import RegressionTargets
 from transfersel.store import FeatureStore
 from transfersel.targets import LabelTargets, read_text_targets, text_embeddings_for
-from transfersel.zoo import load_zoo
+from transfersel.zoo import ModelEntry, load_zoo
 
 TASK = Path("~/.cache/transfersel/regression_task").expanduser()
 CACHE = Path("/work/cache-reg")
@@ -176,7 +176,7 @@ def phase_score(zoo_path: Path, task: Path, cache: Path, out: Path) -> None:
     (out / "regression_scores.csv").write_text("\n".join(lines) + "\n")
 
 
-def phase_report(zoo, task: Path, cache: Path, out: Path) -> None:
+def phase_report(zoo: list[ModelEntry], task: Path, cache: Path, out: Path) -> None:
     """REGRESSION.md from the run log, gt_regression_ridge.csv and regression_scores.csv (no model runs)."""
     import regression_report as rr
 

@@ -22,8 +22,10 @@ import numpy as np
 from gt_from_runs import read_runs
 
 from transfersel.agreement import Correlation, correlate, minmax, weighted_tau
+from transfersel.data import Dataset
 from transfersel.finetune import Protocol, best_config
 from transfersel.priors import PRIORS
+from transfersel.regression import RegressionTargets
 from transfersel.report import ScatterPanel, plot_scatter
 
 # why each metric without a per-sample-target form is not scored (transfersel.targets.per_sample_metric)
@@ -165,7 +167,12 @@ def agreement_table(rows: Mapping[tuple[str, str], Correlation], metrics: Sequen
     return "\n".join(lines)
 
 
-def plot(scores, truths: Mapping[str, Mapping[str, float]], metrics: Sequence[str], path: Path) -> Path:
+def plot(
+    scores: Mapping[str, Mapping[str, Mapping[str, float]]],
+    truths: Mapping[str, Mapping[str, float]],
+    metrics: Sequence[str],
+    path: Path,
+) -> Path:
     """Score (min-max over the zoo) vs each ground truth, numeric and caption targets: 4 panels."""
     panels = []
     for gt_name, truth in truths.items():
@@ -211,7 +218,9 @@ def _summary(c: Correlation) -> str:
     )
 
 
-def _against(name: str, rows, metrics: Sequence[str], priors: Sequence[str]) -> tuple[str, Correlation, bool]:
+def _against(
+    name: str, rows: Mapping[tuple[str, str], Correlation], metrics: Sequence[str], priors: Sequence[str]
+) -> tuple[str, Correlation, bool]:
     """The finding for one ground truth, its best informative metric and whether that beats every prior."""
     sat = tied(rows)
     informative = [m for m in metrics if ("numeric", m) not in sat]
@@ -324,10 +333,27 @@ def _ties(rows: Mapping[tuple[str, str], Correlation]) -> list[str]:
 
 
 def document(
-    *, train, test, targets, gt, ridge, by_gt, metrics, priors, ceiling, between, paths, caption_r2,
-    caption_share, fingerprints, weights, digests, protocol,
-) -> str:  # fmt: skip
-    """The whole REGRESSION.md (every section generated)."""
+    *,
+    train: Dataset,
+    test: Dataset,
+    targets: RegressionTargets,
+    gt: Mapping[str, FineTuned],
+    ridge: Mapping[str, Mapping[str, float]],
+    by_gt: Mapping[str, Mapping[tuple[str, str], Correlation]],
+    metrics: Sequence[str],
+    priors: Sequence[str],
+    ceiling: float,
+    between: float,
+    paths: Mapping[str, float],
+    caption_r2: Mapping[str, float],
+    caption_share: float,
+    fingerprints: Mapping[str, dict],
+    weights: Mapping[str, str],
+    digests: Mapping[str, str],
+    protocol: str,
+) -> str:
+    """The whole REGRESSION.md (every section generated). ``weights``: each model's current weight
+    fingerprint; ``digests``: sha256 of each split's targets CSV; the rest as for :func:`findings`."""
     lo, hi = targets.train.min(axis=0), targets.train.max(axis=0)
     ranges = ", ".join(f"{n} in [{a:g}, {b:g}]" for n, a, b in zip(targets.names, lo, hi, strict=True))
     fps = ", ".join(f"`{fp[:12]}…` ({n} records)" for fp, n in fingerprints["dataset"].items())
