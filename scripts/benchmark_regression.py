@@ -221,20 +221,14 @@ def phase_report(zoo: list[ModelEntry], task: Path, cache: Path, out: Path) -> N
     digests = {
         n: hashlib.sha256((task / f"{n}_targets.csv").read_bytes()).hexdigest() for n in ("train", "test")
     }
+    ev = rr.Evidence(by_gt, metrics, priors, ceiling, between, paths, caption_r2, caption_share)
     doc = rr.document(
+        ev,
         train=train,
         test=test,
         targets=targets,
         gt=gt,
         ridge=ridge,
-        by_gt=by_gt,
-        metrics=metrics,
-        priors=priors,
-        ceiling=ceiling,
-        between=between,
-        paths=paths,
-        caption_r2=caption_r2,
-        caption_share=caption_share,
         fingerprints=fps,
         weights={e.name: e.fingerprint() for e in zoo},
         digests=digests,

@@ -241,32 +241,37 @@ def _against(
     return text, best, beats
 
 
-def findings(
-    by_gt: Mapping[str, Mapping[tuple[str, str], Correlation]],
-    metrics: Sequence[str],
-    priors: Sequence[str],
-    ceiling: float,
-    between_gts: float,
-    paths: Mapping[str, float],
-    caption_r2: Mapping[str, float],
-    caption_share: float,
-) -> list[str]:
-    """Plain-word findings. ``by_gt``: the agreement rows per ground truth (fine-tuning, then the ridge
-    probe); ``between_gts``: τ_w of the ridge probe against fine-tuning; ``paths``: per metric, τ_w between
-    its caption and numeric scores; ``caption_r2``: per target, the leave-one-out ridge R² from the caption
-    embeddings to the number; ``caption_share``: the share of the standardised caption embeddings' variance
-    that is linear in the numbers (what the metrics score of them)."""
-    (ft_name, ft), (probe_name, probe) = by_gt.items()
-    ft_text, ft_best, ft_beats = _against(ft_name, ft, metrics, priors)
-    probe_text, probe_best, _ = _against(probe_name, probe, metrics, priors)
+@dataclass(frozen=True)
+class Evidence:
+    """What the findings are drawn from. ``by_gt``: the agreement rows per ground truth (fine-tuning, then
+    the ridge probe); ``between``: τ_w of the ridge probe against fine-tuning; ``paths``: per metric, τ_w
+    between its caption and numeric scores; ``caption_r2``: per target, the leave-one-out ridge R² from the
+    caption embeddings to the number; ``caption_share``: the share of the standardised caption embeddings'
+    variance that is linear in the numbers (what the metrics score of them)."""
+
+    by_gt: Mapping[str, Mapping[tuple[str, str], Correlation]]
+    metrics: Sequence[str]
+    priors: Sequence[str]
+    ceiling: float
+    between: float
+    paths: Mapping[str, float]
+    caption_r2: Mapping[str, float]
+    caption_share: float
+
+
+def findings(ev: Evidence) -> list[str]:
+    """Plain-word findings, one paragraph each."""
+    (ft_name, ft), (probe_name, probe) = ev.by_gt.items()
+    ft_text, ft_best, ft_beats = _against(ft_name, ft, ev.metrics, ev.priors)
+    probe_text, probe_best, _ = _against(probe_name, probe, ev.metrics, ev.priors)
     out = [ft_text, probe_text]
     out.append(
         f"**Ceiling and second ground truth.** One fine-tuning seed ranks the models of another with τ_w "
-        f"{ceiling:.3f} (mean over seed pairs). The ridge probe on frozen features ranks them against "
-        f"fine-tuning with τ_w {between_gts:+.3f}"
+        f"{ev.ceiling:.3f} (mean over seed pairs). The ridge probe on frozen features ranks them against "
+        f"fine-tuning with τ_w {ev.between:+.3f}"
         + (
             ": the cheap ground truth is a fair stand-in for fine-tuning here."
-            if between_gts >= 0.5
+            if ev.between >= 0.5
             else ": on this task the frozen features' linear read-out of angle and scale does not predict "
             "what full fine-tuning reaches, so the two tables answer different questions."
         )
@@ -289,19 +294,20 @@ def findings(
         + "). Chosen in hindsight on one task of 18 models; no held-out task."
     )
     words = {
-        m: "agree" if t >= 0.8 else "partly agree" if t >= 0.4 else "do not agree" for m, t in paths.items()
+        m: "agree" if t >= 0.8 else "partly agree" if t >= 0.4 else "do not agree"
+        for m, t in ev.paths.items()
     }
     sat = {m for kind, m in tied(ft)}
     detail = "; ".join(
-        f"{m} {t:+.3f} ({words[m]}{', both saturated' if m in sat else ''})" for m, t in paths.items()
+        f"{m} {t:+.3f} ({words[m]}{', both saturated' if m in sat else ''})" for m, t in ev.paths.items()
     )
-    numbers = ", ".join(f"{n} {v:.3f}" for n, v in caption_r2.items())
+    numbers = ", ".join(f"{n} {v:.3f}" for n, v in ev.caption_r2.items())
     encoded = (
         "The caption embeddings (MiniLM) encode the numbers (leave-one-out ridge R² from them to "
-        f"{numbers}), but only {caption_share:.0%} of their standardised variance, which the metrics "
+        f"{numbers}), but only {ev.caption_share:.0%} of their standardised variance, which the metrics "
         "regress on, is linear in the two numbers"
     )
-    differ = all(words[m] != "agree" for m in paths if m not in sat)
+    differ = all(words[m] != "agree" for m in ev.paths if m not in sat)
     out.append(
         "**Caption (text-target) path vs numeric path** (τ_w between a metric's caption scores and its "
         f"numeric scores; ≥ 0.8 agree, ≥ 0.4 partly): {detail}. {encoded}. The text-target path runs end to "
@@ -333,27 +339,20 @@ def _ties(rows: Mapping[tuple[str, str], Correlation]) -> list[str]:
 
 
 def document(
+    ev: Evidence,
     *,
     train: Dataset,
     test: Dataset,
     targets: RegressionTargets,
     gt: Mapping[str, FineTuned],
     ridge: Mapping[str, Mapping[str, float]],
-    by_gt: Mapping[str, Mapping[tuple[str, str], Correlation]],
-    metrics: Sequence[str],
-    priors: Sequence[str],
-    ceiling: float,
-    between: float,
-    paths: Mapping[str, float],
-    caption_r2: Mapping[str, float],
-    caption_share: float,
     fingerprints: Mapping[str, dict],
     weights: Mapping[str, str],
     digests: Mapping[str, str],
     protocol: str,
 ) -> str:
     """The whole REGRESSION.md (every section generated). ``weights``: each model's current weight
-    fingerprint; ``digests``: sha256 of each split's targets CSV; the rest as for :func:`findings`."""
+    fingerprint; ``digests``: sha256 of each split's targets CSV; ``ev``: what the findings are drawn from."""
     lo, hi = targets.train.min(axis=0), targets.train.max(axis=0)
     ranges = ", ".join(f"{n} in [{a:g}, {b:g}]" for n, a, b in zip(targets.names, lo, hi, strict=True))
     fps = ", ".join(f"`{fp[:12]}…` ({n} records)" for fp, n in fingerprints["dataset"].items())
@@ -390,8 +389,7 @@ def document(
         "5 minutes from scratch on 2 shared CPU cores). The fine-tuning ground truth is **read from the run "
         "log** `gt_regression.runs.jsonl`, written in an earlier session by `--phase finetune`; it is not "
         "re-run.",
-        "## Findings\n\n"
-        + "\n\n".join(findings(by_gt, metrics, priors, ceiling, between, paths, caption_r2, caption_share)),
+        "## Findings\n\n" + "\n\n".join(findings(ev)),
         "## Task\n\n"
         f"`scripts/make_regression_task.py`: each sign_digits photo scaled and rotated by known amounts; "
         f"train {len(train)} images (the offline benchmark's 100 per class), test {len(test)} (all of "
@@ -407,22 +405,22 @@ def document(
         "fingerprint equals the regenerated task's (the task is deterministic), replays the protocol (grid "
         "on seed 0, best learning rate, final retrains) and found every run. Ground truth = mean test R² of "
         "the retrain seeds.\n\n"
-        f"**Seed-to-seed τ_w (the ceiling)**: {ceiling:.3f}. **Ridge probe** (second, cheap ground truth): "
-        "ridge on the cached train features, α chosen on the fine-tuning's 20 % validation split, test R²; "
-        f"its τ_w against fine-tuning is {between:+.3f}.\n\n" + "\n".join(gt_rows),
+        f"**Seed-to-seed τ_w (the ceiling)**: {ev.ceiling:.3f}. **Ridge probe** (second, cheap ground "
+        "truth): ridge on the cached train features, α chosen on the fine-tuning's 20 % validation split, "
+        f"test R²; its τ_w against fine-tuning is {ev.between:+.3f}.\n\n" + "\n".join(gt_rows),
     ]
-    for name, rows in by_gt.items():
+    for name, rows in ev.by_gt.items():
         sections.append(
             f"## Agreement with {name}\n\n"
             "τ_w = weighted Kendall τ (± bootstrap sd over models, 1000 resamples), rel@1 = R² of the "
             "top-1 pick / best R², regret@1 = best R² − R² of the pick. Numeric targets: the standardised "
             "angle and scale; caption: the MiniLM embeddings of the captions. `@auto`: features projected "
             "on their top-d principal axes (`--reduce auto`). Priors ignore the targets.\n\n"
-            + agreement_table(rows, [*metrics, *priors])
+            + agreement_table(rows, [*ev.metrics, *ev.priors])
         )
-    ties = _ties(next(iter(by_gt.values()))) + [
+    ties = _ties(next(iter(ev.by_gt.values()))) + [
         f"- {metric}: no value for {len(c.nan_models)} models (ranked last)"
-        for (kind, metric), c in next(iter(by_gt.values())).items()
+        for (kind, metric), c in next(iter(ev.by_gt.values())).items()
         if c.nan_models
     ]
     sections.append(
@@ -431,7 +429,7 @@ def document(
     )
     sections.append(
         "## Caption path vs numeric path\n\n| metric | τ_w(caption scores, numeric scores) |\n|---|---:|\n"
-        + "\n".join(f"| {m} | {t:+.3f} |" for m, t in paths.items())
+        + "\n".join(f"| {m} | {t:+.3f} |" for m, t in ev.paths.items())
     )
     sections.append(
         "## Not applicable (classification-only)\n\n`rank` refuses them with per-sample targets: they would "
