@@ -54,14 +54,22 @@ LOGME_DEFAULT = "padded"
 
 
 def _plan(
-    metrics: Sequence[str], options: dict[str, dict[str, Any]] | None, *, embeddings: bool
+    metrics: Sequence[str],
+    options: dict[str, dict[str, Any]] | None,
+    *,
+    embeddings: bool,
+    per_sample: bool = False,
 ) -> MetricPlan:
-    """Which metrics run, decided (and refused when none can) before any feature is extracted.
+    """Which metrics run, decided (and refused when none can) before any feature is extracted; with
+    ``per_sample`` targets only the metrics that have a per-sample form.
 
     LogME gets ``variant="padded"`` unless the caller chose a variant (``-m logme:variant=fixed_point``).
     """
     plan = plan_metrics(
-        metrics, available=("logits", *(("label_embeddings",) if embeddings else ())), options=options
+        metrics,
+        available=("logits", *(("label_embeddings",) if embeddings else ())),
+        options=options,
+        per_sample=per_sample,
     )
     if "logme" in plan.names and "variant" not in plan.options.get("logme", {}):
         plan.options["logme"] = {**plan.options.get("logme", {}), "variant": LOGME_DEFAULT}
@@ -216,7 +224,8 @@ def rank(
     """
     notes: list[str] = []
     reduce = resolve_reduce(reduce)
-    plan = _plan(metrics, options, embeddings=label_targets is not None)
+    per_sample = label_targets is not None and label_targets.csv is not None
+    plan = _plan(metrics, options, embeddings=label_targets is not None, per_sample=per_sample)
     check_outputs(_outputs(out), [plot])
     gt = _ground_truth(ground_truth)
     dataset, feats = get_features(

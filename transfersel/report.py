@@ -276,10 +276,15 @@ class ScatterPanel:
 
 
 def plot_scatter(
-    panels: Sequence[ScatterPanel], path: str | Path, *, xlabel: str = "score", title: str = ""
+    panels: Sequence[ScatterPanel],
+    path: str | Path,
+    *,
+    xlabel: str = "score",
+    title: str = "",
+    ylabel: str = "accuracy",
 ) -> Path:
     """Score-vs-accuracy scatter, one panel per dataset, one colour and marker per series (metric), legends
-    outside the axes; NaN scores are left out.
+    outside the axes; NaN scores are left out. ``ylabel`` names the ground truth (e.g. test R²).
 
     Model names label the points of the first series.
     """
@@ -306,7 +311,7 @@ def plot_scatter(
                     ax.annotate(m, (s, a), fontsize=5, xytext=(2, 2), textcoords="offset points")
         ax.set_title(panel.title, fontsize=9)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("accuracy")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     for ax in list(axes.flat)[len(panels) :]:

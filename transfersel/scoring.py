@@ -83,15 +83,19 @@ def plan_metrics(
     available: Iterable[str] = ("logits", "label_embeddings"),
     options: Mapping[str, Mapping[str, Any]] | None = None,
     hints: Mapping[str, str] | None = None,
+    per_sample: bool = False,
 ) -> MetricPlan:
     """The one rule for which metrics run: names (``knn:k=5`` options allowed), ``"all"``, or the default.
 
     Empty ``specs`` means :data:`DEFAULT_METRICS`; ``"all"`` means every registered metric, pool metrics
     included (SFDA first, so it ranks). A metric whose ``needs`` are not among ``available`` inputs is left
-    out with a one-line reason (``hints[input]`` says how to provide it); if no metric is left, raises
-    :class:`InputError`. Unknown metric names and options raise before any work is done.
+    out with a one-line reason (``hints[input]`` says how to provide it); so is, with ``per_sample``
+    (per-sample targets: numbers or captions), a metric without a per-sample form: it would score the class
+    folders instead. If no metric is left, raises :class:`InputError`. Unknown metric names and options
+    raise before any work is done.
     """
     from transfersel.metrics import list_metrics
+    from transfersel.targets import per_sample_metric
 
     hints = {**INPUT_HINTS, **(hints or {})}
     have = set(available)
@@ -115,7 +119,13 @@ def plan_metrics(
                 f"{', '.join(m.options) or 'none'}"
             )
         lacking = [n for n in m.needs if n not in have]
-        if lacking:
+        if per_sample and per_sample_metric(m.name) is None:
+            forms = [x.name for x in list_metrics(pool=None) if per_sample_metric(x.name) is not None]
+            skipped[m.name] = (
+                f"{m.name} cannot run on per-sample targets: it scores class labels only; use "
+                + ", ".join(forms)
+            )
+        elif lacking:
             skipped[m.name] = (
                 f"{m.name} cannot run: it needs {lacking[0].replace('_', ' ')}; {hints[lacking[0]]}"
             )
@@ -190,7 +200,10 @@ def score_models(
     notes = [] if notes is None else notes
     embeddings = label_embeddings is not None or targets is not None
     plan = plan_metrics(
-        metrics, available=("logits", *(["label_embeddings"] if embeddings else [])), options=options
+        metrics,
+        available=("logits", *(["label_embeddings"] if embeddings else [])),
+        options=options,
+        per_sample=targets is not None,
     )
     notes.extend(plan.skipped.values())
     out = Scored(plan.names, {n: {} for n in plan.names}, {n: {} for n in plan.names}, reduce)
@@ -325,8 +338,9 @@ class _Job:
                 pools[metric.name][model] = metric.compute_components(inputs, reduce=self.out.reduce, **opts)
                 return math.nan  # combined over the models afterwards
             per_sample = per_sample_metric(metric.name) if self.targets is not None else None
-            if per_sample is not None:
-                value = float(per_sample(inputs.X, self.targets, device=self.device, **opts))
+            if per_sample is not None:  # the D×D metrics score the same projection as on class labels
+                X = (inputs.reduced(self.out.reduce) if metric.reducible else inputs).X
+                value = float(per_sample(X, self.targets, device=self.device, **opts))
             else:
                 value = metric.compute(inputs, reduce=self.out.reduce, **opts)
         except (TransferselError, np.linalg.LinAlgError) as exc:
