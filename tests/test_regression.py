@@ -188,8 +188,9 @@ def test_caption_targets_run_offline_with_minilm(small, monkeypatch):
 
 
 def test_per_sample_targets_refuse_class_label_metrics(small):
-    """With numeric targets a classification-only metric is refused (it would score the digit folders),
-    and `auto`, whose components all need class labels, cannot be the default."""
+    """With numeric targets a classification-only metric is refused (it would score the digit folders);
+    `auto`, whose components all need class labels, is refused by name, and without -m the default is every
+    metric with a per-sample form, said in one note."""
     task, cache = small
     targets = _numeric(task / "train_targets.csv")
     board = _rank(task, cache, targets, metrics=["ridge", "sfda", "hscore_reg"])
@@ -197,6 +198,9 @@ def test_per_sample_targets_refuse_class_label_metrics(small):
     assert len(board.refused) == 2 and all("class labels only" in why for why in board.refused)
     with pytest.raises(InputError, match="auto cannot run on per-sample targets"):
         _rank(task, cache, targets, metrics=["auto"])
+    default = _rank(task, cache, targets, metrics=[])
+    assert default.metrics[:4] == ("logme", "ridge", "knn_reg", "emms") and not default.refused
+    assert sum(n.startswith("auto scores class labels only") for n in default.notes) == 1
 
 
 def test_per_sample_metrics_score_the_reduced_features(small):

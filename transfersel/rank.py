@@ -174,7 +174,7 @@ def rank(
     data: PathLike,
     *,
     models: PathLike | None = None,
-    metrics: Sequence[str] = DEFAULT_METRICS,
+    metrics: Sequence[str] = (),
     ground_truth: PathLike | GroundTruth | None = None,
     features: PathLike | None = None,
     normalise: bool = False,
@@ -197,7 +197,8 @@ def rank(
     Args:
         data: an ImageFolder dataset (with ``models``), or the dataset name used in the ``features`` files.
         models: zoo YAML; features come from the cache, extracting what is missing.
-        metrics: metric names (``knn:k=5`` sets an option), ranked by the first; ``"all"`` = every metric
+        metrics: metric names (``knn:k=5`` sets an option), ranked by the first; ``"all"`` = every metric;
+            empty = the default, ``auto`` (with per-sample targets: the metrics that have a per-sample form)
             (:func:`transfersel.scoring.plan_metrics`). A metric that cannot run is left out, listed in
             ``Leaderboard.refused``; if none can run, nothing is extracted and :class:`InputError` is raised.
         ground_truth: ``dataset,model,accuracy`` CSV: adds accuracies and the §5 statistics per metric.
@@ -289,7 +290,7 @@ def evaluate(
     *,
     ground_truth: PathLike | GroundTruth,
     models: PathLike | None = None,
-    metrics: Sequence[str] = DEFAULT_METRICS,
+    metrics: Sequence[str] = (),
     features: PathLike | None = None,
     scores: PathLike | None = None,
     out: PathLike | Sequence[PathLike] | None = None,

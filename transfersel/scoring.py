@@ -39,6 +39,10 @@ __all__ = [
 
 DEFAULT_METRICS: tuple[str, ...] = ("auto",)
 """The metric every command uses when none is given (the recommended selector)."""
+PER_SAMPLE_DEFAULT: tuple[str, ...] = ("logme", "ridge", "knn_reg", "emms")
+"""The default with per-sample targets (numbers, captions), where ``auto`` (class labels only) cannot run:
+every metric with a per-sample form, LogME (its published regression mode) first. None of them beat the
+feature-width prior against fine-tuning on the offline regression task (benchmarks/offline/REGRESSION.md)."""
 
 
 INPUT_HINTS: dict[str, str] = {
@@ -87,7 +91,8 @@ def plan_metrics(
 ) -> MetricPlan:
     """The one rule for which metrics run: names (``knn:k=5`` options allowed), ``"all"``, or the default.
 
-    Empty ``specs`` means :data:`DEFAULT_METRICS`; ``"all"`` means every registered metric, pool metrics
+    Empty ``specs`` means :data:`DEFAULT_METRICS` (:data:`PER_SAMPLE_DEFAULT` with ``per_sample``, said in
+    ``skipped``); ``"all"`` means every registered metric, pool metrics
     included (SFDA first, so it ranks). A metric whose ``needs`` are not among ``available`` inputs is left
     out with a one-line reason (``hints[input]`` says how to provide it); so is, with ``per_sample``
     (per-sample targets: numbers or captions), a metric without a per-sample form: it would score the class
@@ -100,8 +105,15 @@ def plan_metrics(
     hints = {**INPUT_HINTS, **(hints or {})}
     have = set(available)
     merged: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (options or {}).items()}
-    chosen, named = [], set()
-    for spec in list(specs or ()) or list(DEFAULT_METRICS):
+    chosen, named, metrics, skipped = [], set(), [], {}
+    defaults = DEFAULT_METRICS
+    if per_sample and not specs:
+        defaults = PER_SAMPLE_DEFAULT
+        skipped["auto"] = (
+            "auto scores class labels only; with per-sample targets the default is "
+            + ", ".join(PER_SAMPLE_DEFAULT)
+        )
+    for spec in list(specs or ()) or list(defaults):
         name, opts = parse_metric(spec)
         if name == "all":
             chosen += sorted(list_metrics(pool=None), key=lambda m: m.name != "sfda")
@@ -110,7 +122,6 @@ def plan_metrics(
         merged.setdefault(name, {}).update(opts)
         chosen.append(metric)
         named.add(name)
-    metrics, skipped = [], {}
     for m in dict.fromkeys(chosen):
         unknown = set(merged.get(m.name, {})) - set(m.options)
         if unknown:
@@ -455,7 +466,8 @@ def _scored_dims(scored: Scored) -> dict[str, dict[str, int]]:
 def leaderboards_from_scores(
     path: str | Path, data: Sequence[str | Path], metrics: Sequence[str], gt: GroundTruth, *, n_boot: int
 ) -> tuple[Leaderboard, ...]:
-    """Leaderboards of precomputed scores (``dataset,model,metric,score``); models in the file's order."""
+    """Leaderboards of precomputed scores (``dataset,model,metric,score``); models in the file's order.
+    ``metrics`` empty or holding ``"all"``: every metric of the file (the default has nothing to compute)."""
     table = read_scores_csv(path)
     datasets = [str(d) for d in data] or [d for d in table if d in gt.accuracy]
     unknown = [d for d in datasets if d not in table]
@@ -466,7 +478,7 @@ def leaderboards_from_scores(
         )
     boards = []
     for d in datasets:
-        names = list(table[d]) if "all" in metrics else list(dict.fromkeys(metrics))
+        names = list(table[d]) if not metrics or "all" in metrics else list(dict.fromkeys(metrics))
         missing = [m for m in names if m not in table[d]]
         if missing:
             raise InputError(
