@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from transfersel.agreement import GroundTruth, read_ground_truth, tau_table
+from transfersel.confidence import Resampling, check_pool, check_resampling, resample, resolve_confidence
 from transfersel.errors import InputError
 from transfersel.features import ModelFeatures, get_features
 from transfersel.regimes import resolve_reduce
@@ -191,6 +192,7 @@ def rank(
     label_targets: LabelTargets | None = None,
     progress: bool = False,
     reduce: int | str | None = "default",
+    confidence: bool | Resampling = False,
 ) -> Leaderboard:
     """Rank the models of a zoo on a dataset by one or more transferability metrics.
 
@@ -214,6 +216,10 @@ def rank(
         reduce: ``"auto"``, None (``"none"``) or d: project the features of the D×D metrics on their top-d
             principal axes first (spec selection.md §2); ``"default"`` reads ``selection.json``. The
             leaderboard states it (caption, notes, ``{metric}_d`` columns, JSON ``reduce`` and ``dims``).
+        confidence: True (20 draws) or a :class:`transfersel.confidence.Resampling`: rescore the ranking
+            metric on seeded class-stratified subsamples without replacement (80 % of each class; seed
+            ``seed`` unless the resampling has one) and fill ``Leaderboard.confidence`` (score intervals,
+            p(top), within noise of the top). Opt-in: it costs about ``draws`` times the scoring.
 
     LogME runs ``variant="padded"`` unless ``options`` choose one. Tied scores share a rank; a saturated
     regime or an all-tie is one note per metric. A model whose input or a metric fails gets NaN, ranks
@@ -225,10 +231,13 @@ def rank(
     """
     notes: list[str] = []
     reduce = resolve_reduce(reduce)
+    resampling = resolve_confidence(confidence, seed)
     per_sample = label_targets is not None and label_targets.csv is not None
     plan = _plan(metrics, options, embeddings=label_targets is not None, per_sample=per_sample)
     check_outputs(_outputs(out), [plot])
     gt = _ground_truth(ground_truth)
+    if resampling is not None and only:
+        check_pool(only)  # a pool of one model is refused before extraction
     dataset, feats = get_features(
         data,
         models=models,
@@ -242,6 +251,8 @@ def rank(
         cache=cache,
         device=device,
     )
+    if resampling is not None:
+        check_resampling(feats, resampling)
     E, T = (None, None)
     if label_targets is not None:
         if label_targets.cache is None and cache is not None:  # embeddings live next to the features
@@ -254,6 +265,7 @@ def rank(
             max_per_class=max_per_class,
             seed=seed,
         )
+    priors = model_priors(feats, models, only)
     board = _rank(
         dataset,
         feats,
@@ -267,12 +279,16 @@ def rank(
         targets=T,
         progress=progress,
         reduce=reduce,
-        priors=model_priors(feats, models, only),
+        priors=priors,
         baselines=models is not None,  # the zoo's cards; precomputed features give only D
     )
+    if resampling is not None:
+        same = {"device": device, "label_embeddings": E, "targets": T, "reduce": reduce, "priors": priors}
+        board = replace(board, confidence=resample(board, feats, resampling, progress=progress, **same))
     appendix = [board.correlation_table()] if board.correlations else []
     for path in _outputs(out):
-        write_table(board.table(seconds=True, dims=True), path, appendix=appendix, **board.to_dict())
+        table = board.table(seconds=True, dims=True, intervals=True)
+        write_table(table, path, appendix=appendix, **board.to_dict())
     if plot is not None:
         key = "normalised" if normalise else "scores"
         plot_scores(

@@ -17,7 +17,7 @@ from transfersel.report import Table, render
 if TYPE_CHECKING:
     from transfersel.ensemble import Ensemble
 
-__all__ = ["EnsembleResult", "Evaluation", "Leaderboard", "Row", "correlation_table"]
+__all__ = ["Confidence", "EnsembleResult", "Evaluation", "Leaderboard", "Row", "correlation_table"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,86 @@ class Row:
     seconds: dict[str, float]
     normalised: dict[str, float]
     accuracy: float | None = None
+
+
+@dataclass(frozen=True)
+class Confidence:
+    """How sure a leaderboard's ranking is (``rank --confidence``, :mod:`transfersel.confidence`).
+
+    The ranking ``metric`` was rescored on ``draws`` class-stratified subsamples without replacement of
+    ``fraction`` of each class (draw b seeded with ``(seed, b)``). Per model (dicts keyed by model):
+    ``lo``/``hi`` the ``level`` percentiles of its draw scores stretched to the full-data sampling spread,
+    ``p_top`` the share of draws in which it ranks first (a tie splits the draw; the shares sum to 1),
+    ``within_noise`` whether it beats or ties ``top`` (rank 1 on the full data) in at least ``noise_share``
+    of the paired draws (True for ``top`` itself), ``nan_draws`` how many draws it could not be scored on
+    and ``draw_scores`` its raw (unstretched) score in each draw, (draws,).
+    """
+
+    metric: str
+    top: str
+    draws: int
+    fraction: float
+    seed: int
+    noise_share: float
+    stretch: float
+    lo: dict[str, float]
+    hi: dict[str, float]
+    p_top: dict[str, float]
+    within_noise: dict[str, bool]
+    nan_draws: dict[str, int]
+    draw_scores: dict[str, tuple[float, ...]]
+    level: tuple[float, float] = (5.0, 95.0)
+
+    @property
+    def tied(self) -> list[str]:
+        """The models that cannot be separated from the top one, the top first."""
+        return [self.top, *(m for m, w in self.within_noise.items() if w and m != self.top)]
+
+    def cells(self, model: str, *, full: bool) -> list[Any]:
+        """``[lo, hi, p_top, within_noise]`` (files), or ``[p(top), "≈" | ""]`` (the compact console view,
+        where ``≈`` marks a model other than the top that cannot be separated from it)."""
+        if full:
+            return [self.lo[model], self.hi[model], self.p_top[model], self.within_noise[model]]
+        return [self.p_top[model], "≈" if self.within_noise[model] and model != self.top else ""]
+
+    def note(self) -> str:
+        """One line: what was resampled, the rule behind ``≈``, and what to do when several models tie."""
+        lo, hi = (f"{q:g}" for q in self.level)
+        line = (
+            f"confidence: {self.metric} rescored on {self.draws} draws of {self.fraction:.0%} of each class "
+            f"(without replacement, seed {self.seed}; interval: {lo}th-{hi}th percentile, spread "
+            f"x{self.stretch:.3g} to the full-data size); ≈: beats or ties {self.top} in >= "
+            f"{self.noise_share:.0%} of the draws"
+        )
+        tied = self.tied
+        if len(tied) > 1:
+            every = "both" if len(tied) == 2 else f"all {len(tied)}"
+            return line + f"; {len(tied)} models within noise: fine-tune {every}, or label more data"
+        return line + f"; {self.top} is ahead of every other model"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the settings and, per model, the interval, p_top, within_noise and the draw scores."""
+        return {
+            "metric": self.metric,
+            "top": self.top,
+            "draws": self.draws,
+            "fraction": self.fraction,
+            "seed": self.seed,
+            "noise_share": self.noise_share,
+            "stretch": self.stretch,
+            "level": list(self.level),
+            "models": {
+                m: {
+                    "lo": self.lo[m],
+                    "hi": self.hi[m],
+                    "p_top": self.p_top[m],
+                    "within_noise": self.within_noise[m],
+                    "nan_draws": self.nan_draws[m],
+                    "draw_scores": list(self.draw_scores[m]),
+                }
+                for m in self.lo
+            },
+        }
 
 
 @dataclass(frozen=True)
@@ -47,6 +127,7 @@ class Leaderboard:
     dims: dict[str, dict[str, int]] = field(default_factory=dict)  # reducible metric -> model -> scored d
     failures: dict[str, str] = field(default_factory=dict)  # model -> why its input or a metric failed
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-metric options in effect
+    confidence: Confidence | None = None  # rank --confidence: intervals, p(top), within noise of the top
 
     @property
     def models(self) -> list[str]:
@@ -55,15 +136,24 @@ class Leaderboard:
     def __str__(self) -> str:
         return render(self.table())
 
-    def table(self, *, seconds: bool = False, dims: bool = False, baselines: bool = True) -> Table:
+    def table(
+        self, *, seconds: bool = False, dims: bool = False, baselines: bool = True, intervals: bool = False
+    ) -> Table:
         """model, then per metric: score (zoo-normalised if ``normalise``), rank (and seconds if ``seconds``,
         the scored dimension ``{metric}_d`` of a reducible metric if ``dims``); then the ground-truth accuracy
-        when given. ``baselines=False`` leaves out the ``prior_*`` columns (the compact console view)."""
+        when given. ``baselines=False`` leaves out the ``prior_*`` columns (the compact console view).
+
+        With :attr:`confidence`, the ranking metric's columns are followed by ``p(top)`` and ``≈`` (the
+        compact view), or with ``intervals`` by ``{metric}_lo``, ``{metric}_hi`` (of the raw score),
+        ``p_top`` and ``within_noise`` (the written files); its :meth:`Confidence.note` ends the notes."""
         shown = [m for m in self.metrics if baselines or not m.startswith("prior_")]
+        c = self.confidence
         columns = ["model"]
         for m in shown:
             columns += [f"{m}_norm" if self.normalise else m, f"{m}_rank"] + ([f"{m}_s"] if seconds else [])
             columns += [f"{m}_d"] if dims and m in self.dims else []
+            if c is not None and m == self.metrics[0]:
+                columns += [f"{m}_lo", f"{m}_hi", "p_top", "within_noise"] if intervals else ["p(top)", "≈"]
         gt = any(r.accuracy is not None for r in self.rows)
         if gt:
             columns.append("accuracy")
@@ -74,6 +164,7 @@ class Leaderboard:
                 row += [r.normalised[m] if self.normalise else r.scores[m], r.ranks[m]]
                 row += [round(r.seconds[m], 4)] if seconds else []
                 row += [self.dims[m].get(r.model)] if dims and m in self.dims else []
+                row += c.cells(r.model, full=intervals) if c is not None and m == self.metrics[0] else []
             if gt:
                 row.append(r.accuracy)
             rows.append(tuple(row))
@@ -82,7 +173,8 @@ class Leaderboard:
         )
         if self.reduce is not None and self.dims:  # only when a ranked metric is reducible
             title += f", reduce {self.reduce}"
-        return Table(tuple(columns), tuple(rows), title, (*self.refused, *self.notes))
+        notes = (*self.refused, *self.notes, *([c.note()] if c is not None else []))
+        return Table(tuple(columns), tuple(rows), title, notes)
 
     def correlation_table(self) -> Table:
         """Per metric: τ_w, Kendall τ, Spearman ρ, Pearson r, rel@1/3, regret@1/3, bootstrap sd of τ_w."""
@@ -101,6 +193,7 @@ class Leaderboard:
             "scores": {r.model: r.scores for r in self.rows},
             "normalised": {r.model: r.normalised for r in self.rows},
             "correlations": [vars(c) for c in self.correlations],
+            **({"confidence": self.confidence.to_dict()} if self.confidence is not None else {}),
         }
 
 

@@ -130,6 +130,20 @@ def rank_cmd(
         int, typer.Option("--iterations", help="emms alternating steps (1 = reference)")
     ] = 1,
     reduce: ReduceOpt = REDUCE_DEFAULT,
+    confidence: Annotated[
+        bool,
+        typer.Option(
+            "--confidence",
+            help="say how sure the ranking is: rescore the first metric on draws of 80% of each class "
+            "(class-stratified, without replacement, seeded by --seed); adds p(top), a ≈ mark for the models "
+            "within noise of the top one, and score intervals in the files (and with --verbose). Off by "
+            "default: it costs about --draws times the scoring",
+        ),
+    ] = False,
+    draws: Annotated[
+        int | None,
+        typer.Option("--draws", help="resamples for --confidence (default 20)", show_default=False),
+    ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Rank the zoo's models on a dataset (extracting missing features), best first by the first metric.
@@ -138,8 +152,12 @@ def rank_cmd(
     with --regression; LogME then also scores those targets). A metric that cannot run is left out with a
     one-line reason and the exit status is 1; so is it when a model's input or a metric fails on a model
     (NaN, ranked last, named in the notes) while the others are ranked."""
+    from transfersel.confidence import DRAWS, Resampling
+    from transfersel.errors import InputError
     from transfersel.rank import rank
 
+    if draws is not None and not confidence:
+        raise InputError(f"--draws {draws} sets the resamples of --confidence; add --confidence")
     board = rank(
         data,
         metrics=metric or (),
@@ -152,10 +170,11 @@ def rank_cmd(
         options={"emms": {"steps": iterations}} if iterations != 1 else None,
         progress=True,
         reduce=reduce,
+        confidence=Resampling(draws=DRAWS if draws is None else draws) if confidence else False,
         **opts.rank_kwargs(),
     )
     extra = [board.correlation_table()] if board.correlations else []
-    show_tables(board.table(seconds=verbose, baselines=verbose), *extra)
+    show_tables(board.table(seconds=verbose, baselines=verbose, intervals=verbose), *extra)
     wrote(*(out or ()), plot)
     exit_if_partial(board.refused, board.failures)
 

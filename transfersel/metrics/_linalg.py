@@ -8,7 +8,7 @@ float64 NumPy/SciPy. ``device`` selects where the Gram (the dominant N·D² cost
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import scipy.linalg
@@ -258,8 +258,11 @@ def pca_exact(
     return matmul_rows(X, V[:, :d], shift=mu), w
 
 
-def stratified_permutation(y: np.ndarray, seed: int) -> np.ndarray:
+def stratified_permutation(y: np.ndarray, seed: int | Sequence[int]) -> np.ndarray:
     """A seeded permutation of ``0..N-1`` grouped by class, for stratified folds and subsamples.
+
+    ``seed``: an int, or a sequence of ints (``(seed, draw)``: one independent stream per draw, as
+    :func:`numpy.random.default_rng` reads it).
 
     Samples are shuffled, then grouped by class (classes in order of their first shuffled sample,
     members in shuffled order). Taking every ``F``-th position gives stratified folds; taking
