@@ -200,3 +200,32 @@ def test_metric_options_reach_the_components(vectors):
     plain = component_scores(v["features"], v["labels"], ["logme"])
     assert padded["logme"] == get_metric("logme")(v["features"], v["labels"], variant="padded")
     assert padded["logme"] != plain["logme"]
+
+
+def test_a_metric_inside_auto_and_by_itself_is_computed_once_per_model(vectors, monkeypatch):
+    """rank -m all scores every metric and auto on one shared Inputs: each metric runs once, and its
+    warnings are replayed for the second caller (here SFDA's saturation warning, N - C <= D)."""
+    import dataclasses
+    import warnings
+
+    from transfersel import metrics
+    from transfersel.errors import TransferabilityWarning
+    from transfersel.metrics import check_inputs
+
+    v = vectors["wide_random"]  # N = 300 < D = 512: SFDA is saturated and warns
+    sfda = get_metric("sfda")
+    calls = []
+    counted = dataclasses.replace(sfda, fn=lambda inputs, **kw: calls.append(1) or sfda.fn(inputs, **kw))
+    monkeypatch.setitem(metrics._REGISTRY, "sfda", counted)
+    inputs = check_inputs(v["features"], v["labels"])
+    with warnings.catch_warnings(record=True) as first:
+        warnings.simplefilter("always")
+        inside = component_scores(v["features"], v["labels"], ["sfda"])  # fresh inputs: its own run
+        alone = get_metric("sfda").compute(inputs)
+    with warnings.catch_warnings(record=True) as again:
+        warnings.simplefilter("always")
+        assert get_metric("auto").compute_components(inputs)["sfda"] == alone == inside["sfda"]
+    assert len(calls) == 2  # once for the fresh inputs, once for ``inputs`` (alone and inside auto)
+    said = [str(w.message) for w in first if issubclass(w.category, TransferabilityWarning)]
+    replayed = [str(w.message) for w in again if issubclass(w.category, TransferabilityWarning)]
+    assert any("sfda" in s for s in said) and any("sfda" in s for s in replayed)

@@ -216,12 +216,26 @@ class Metric:
         return effective_dim(reduce, n, d, c) if self.reducible else None
 
     def _run(self, inputs: Inputs, reduce: int | str | None, options: dict[str, Any]) -> Any:
+        """The metric on ``inputs``, computed once per (reduce, options) and remembered on them; a repeat
+        returns the same value and replays the warnings of the first computation."""
         unknown = set(options) - set(self.options)
         if unknown:
             known = ", ".join(self.options) or "none"
             raise InputError(
                 f"{self.name} has no option {', '.join(sorted(unknown))}; its options are: {known}"
             )
+        key = (self.name, repr(reduce), repr(sorted(options.items())))
+        if key not in inputs._results:
+            with warnings.catch_warnings(record=True) as said:
+                warnings.simplefilter("always")
+                value = self._compute(inputs, reduce, options)
+            inputs._results[key] = (value, said)
+        value, said = inputs._results[key]
+        for w in said:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return value
+
+    def _compute(self, inputs: Inputs, reduce: int | str | None, options: dict[str, Any]) -> Any:
         inputs.require(*self.needs, metric=self.name)
         if self.max_rows is not None and self.subsamples(inputs.N):
             warnings.warn(

@@ -110,6 +110,11 @@ class Inputs:
     _reduced: dict[int, Inputs] = field(default_factory=dict, repr=False, compare=False)
     _source: Inputs | None = field(default=None, repr=False, compare=False)
     _subsamples: dict[tuple[int, int], Inputs] = field(default_factory=dict, repr=False, compare=False)
+    # metric results on these inputs, by (metric, reduce, options): a metric asked for twice on one model
+    # (by itself and inside ``auto``) is computed once; its warnings are replayed (Metric._run)
+    _results: dict[tuple[str, str, str], tuple[Any, list]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @property
     def unreduced(self) -> Inputs:
