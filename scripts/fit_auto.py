@@ -357,6 +357,10 @@ def holdout_section(tables: dict[int, Table], holdout_gt, final: dict) -> list[s
 
 
 def report(args, gt, datasets, tables, outer, subset_rows, auto_rows, singles, ceiling, final, holdout):
+    fixed = {}  # the consensus with its standardisation set in advance: nothing fitted at all
+    for how in STANDARDISE:
+        constants = dict.fromkeys(datasets, {"components": list(CONSENSUS), "standardise": how})
+        fixed[how] = held_out_rows(how, tables[TRAIN_PER_CLASS], gt, datasets, constants)
     by_mean = sorted(singles, key=lambda c: -mean(singles[c]))
     oracle, held = by_mean[0], mean(auto_rows)
     tau = {c: {r.dataset: r.weighted_tau for r in rows} for c, rows in singles.items()}
@@ -390,6 +394,10 @@ def report(args, gt, datasets, tables, outer, subset_rows, auto_rows, singles, c
         "",
         *table_head(datasets),
         summary_line("**auto** (consensus, held out)", auto_rows, datasets),
+        *(
+            summary_line(f"consensus with `{how}` fixed in advance (nothing fitted)", rows, datasets)
+            for how, rows in fixed.items()
+        ),
         summary_line("fitted subset (earlier auto design, held out)", subset_rows, datasets),
         summary_line("best single component, chosen on the other datasets (held out)", loo_best, datasets),
         summary_line(f"oracle best single component in hindsight ({oracle})", singles[oracle], datasets),

@@ -192,6 +192,10 @@ def test_a_pool_metric_inside_auto_is_combined_over_the_pool_first(pool_inputs):
     assert [got[m] for m in models] == pytest.approx(((z + zk) / 2).tolist())
     pool["cut8"] = {k: v for k, v in pool["cut8"].items() if k != "ncti.nuc"}  # an incomplete model
     assert math.isnan(component_values(pool, "ncti", models)[0]) and got.used == ("ncti", "knn")
+    # a table of scores holds the pool score itself: it is read as it is, not looked for as parts
+    scored = {m: {"ncti": want[m], "knn": pool[m]["knn"]} for m in models}
+    assert component_values(scored, "ncti", models) == [want[m] for m in models]
+    assert combine(scored, weights={"ncti": 1.0, "knn": 1.0}, how="z") == pytest.approx(got)
 
 
 def test_metric_options_reach_the_components(vectors):

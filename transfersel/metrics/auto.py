@@ -271,12 +271,13 @@ def combine(
 
 
 def component_values(pool: Mapping[str, Mapping[str, float]], name: str, models: list[str]) -> list[float]:
-    """(M,) values of component ``name``: read off each model, or, for a pool metric, its pool scores over
-    the models that have all of its parts (``"ncti.nuc"``, ...; NaN for the others)."""
+    """(M,) values of component ``name``: read off each model, or, for a pool metric given as its parts
+    (``"ncti.nuc"``, ...), its pool scores over the models that have all of them (NaN for the others); a
+    pool metric given as its pool score (``"ncti"``, e.g. from a table of scores) is read as it is."""
     from transfersel.metrics import list_metrics
 
     metric = next((m for m in list_metrics(pool=True) if m.name == parse_component(name)[0]), None)
-    if metric is None:  # a metric, a prior, or a value read off each model
+    if metric is None or any(name in pool[m] for m in models):  # a value per model (a pool score as is)
         return [float(pool[m].get(name, math.nan)) for m in models]
     need = [f"{name}.{part}" for part, _ in metric.pool_weights]
     complete = {
