@@ -30,6 +30,7 @@ from transfersel.scoring import (
 )
 
 if TYPE_CHECKING:
+    from transfersel.executor import Executor
     from transfersel.targets import LabelTargets
 
 __all__ = ["evaluate", "rank", "select_ensemble"]
@@ -51,6 +52,12 @@ def _outputs(out: PathLike | Sequence[PathLike] | None) -> list[Path]:
 
 LOGME_DEFAULT = "padded"
 """LogME's variant in rank/evaluate/ensemble: exact evidence for N ≤ D, the reference's value for N > D."""
+
+
+def _check_executor(executor: Executor | None, given: str | None) -> None:
+    """``--executor ray`` runs extraction: refused where nothing is extracted (``given``: the option)."""
+    if executor is not None and executor.is_ray and given:
+        raise InputError(f"--executor ray runs feature extraction; {given} needs none: drop --executor ray")
 
 
 def _plan(
@@ -183,6 +190,7 @@ def rank(
     label_targets: LabelTargets | None = None,
     progress: bool = False,
     reduce: int | str | None = "default",
+    executor: Executor | None = None,
 ) -> Leaderboard:
     """Rank the models of a zoo on a dataset by one or more transferability metrics.
 
@@ -205,6 +213,8 @@ def rank(
         reduce: ``"auto"``, None (``"none"``) or d: project the features of the D×D metrics on their top-d
             principal axes first (spec selection.md §2); ``"default"`` reads ``selection.json``. The
             leaderboard states it (caption, notes, ``{metric}_d`` columns, JSON ``reduce`` and ``dims``).
+        executor: where the missing features are extracted (None: here; ``Executor("ray")``: one Ray task per
+            model, :func:`transfersel.distributed.extract_on`). Scoring runs in this process either way.
 
     LogME runs ``variant="padded"`` unless ``options`` choose one. Tied scores share a rank; a saturated
     regime or an all-tie is one note per metric. A model whose input or a metric fails gets NaN, ranks
@@ -214,6 +224,7 @@ def rank(
     Output paths, the ground truth's coverage of the models and the metrics' inputs are checked before any
     feature is extracted or scored.
     """
+    _check_executor(executor, "--features" if features is not None else None)
     notes: list[str] = []
     reduce = resolve_reduce(reduce)
     plan = _plan(metrics, options, embeddings=label_targets is not None)
@@ -231,6 +242,7 @@ def rank(
         seed=seed,
         cache=cache,
         device=device,
+        executor=executor,
     )
     E, T = (None, None)
     if label_targets is not None:
@@ -295,14 +307,20 @@ def evaluate(
     ``dataset,model,metric,score`` CSV of already computed scores (e.g. a paper's table) instead of features.
     ``out``: the τ_w table as ``.md`` / ``.csv`` / ``.json`` (JSON also holds every statistic); ``plot``:
     score-vs-accuracy PNG, one panel per dataset, scores zoo-normalised.
-    Other keyword arguments are :func:`rank`'s.
+    Other keyword arguments are :func:`rank`'s; with ``executor=Executor("ray")`` the datasets are extracted
+    one after the other (each dataset's models as parallel Ray tasks, on one Ray for the whole call).
     """
+    from transfersel.executor import session
+
+    given = "--scores" if scores is not None else "--features" if features is not None else None
+    _check_executor(rank_options.get("executor"), given)
     check_outputs(_outputs(out), [plot])
     gt = _ground_truth(ground_truth)
     if scores is not None:
         boards = leaderboards_from_scores(scores, data, metrics, gt, n_boot=n_boot)
     else:
-        boards = _boards_from_features(data, gt, models, metrics, features, n_boot=n_boot, **rank_options)
+        with session(rank_options.get("executor")):
+            boards = _boards_from_features(data, gt, models, metrics, features, n_boot=n_boot, **rank_options)
     correlations = tuple(c for b in boards for c in b.correlations)
     where: dict[str, list[str]] = {}
     for b in boards:
