@@ -130,6 +130,34 @@ def test_a_failing_model_is_reported_while_the_others_finish(tmp_path):
     assert [e.model for e in FeatureStore(cache).entries()] == ["lenet5_mnist"]
 
 
+def test_ctrl_c_keeps_what_finished_and_exits_130(tmp_path, monkeypatch):
+    """Ctrl-C on the driver after the first task finished: that model's entry stays, the running task is
+    cancelled, the command exits 130; a rerun extracts only the other model."""
+    two = ["resnet20_cifar10", "lenet5_mnist"]  # zoo order: the order the tasks go out with --jobs 1
+    cache = tmp_path / "cache"
+    args = ["extract", "--models", str(ZOO), "--data", str(MNIST), "--max-per-class", "2",
+            "--cache-dir", str(cache), "--device", "cpu", "--executor", "ray", "--jobs", "1",
+            "--model", two[0], "--model", two[1]]  # fmt: skip
+    wait, finished = ray.wait, []
+
+    def interrupted_wait(*a, **k):
+        if finished:  # the second task is running: the user presses Ctrl-C
+            raise KeyboardInterrupt
+        ready, rest = wait(*a, **k)
+        finished.extend(ready)
+        return ready, rest
+
+    with monkeypatch.context() as m:
+        m.setattr(ray, "wait", interrupted_wait)
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == 130, result.output
+    assert "finished work is kept" in " ".join(result.output.split())
+    assert [e.model for e in FeatureStore(cache).entries()] == [two[0]]  # complete; nothing torn
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert sorted(e.model for e in FeatureStore(cache).entries()) == sorted(two)
+
+
 def test_ray_fine_tuning_log_resumes_and_matches_local(tmp_path):
     zoo = load_zoo(ZOO, only=["lenet5_mnist", "resnet20_cifar10"])
     train = open_dataset(SIGNS, split="train", max_per_class=4, seed=0)
