@@ -6,7 +6,7 @@ form the reference code takes: LogME's LEEP gets softmax probabilities, LogME/tl
 hard source labels. "+prep" adds the softmax (scipy) or argmax the caller needs to make those inputs
 from logits, which is what our metrics take. Ours is timed through the public API, so it includes
 input validation (``check_inputs``: features, labels and logits), shown on its own line.
-All timings interleaved in one process, best of ``--repeat``.
+All timings interleaved in one process, in a shuffled order each round, best of ``--repeat``.
 
 usage: python scripts/bench_leep_nce.py [--n 10000 --d 2048 --c 100 --k 1000] [--repeat 7]
 """
@@ -90,9 +90,10 @@ def main() -> None:
         "nce reference +prep (argmax)": lambda: nce_reference(logits.argmax(axis=1), labels),
     }
     times = dict.fromkeys(rows, np.inf)
-    for _ in range(args.repeat):  # interleaved: a load spike hits every row alike
-        for name, fn in rows.items():
-            times[name] = min(times[name], best(fn, 1))
+    order = np.random.default_rng(1)
+    for _ in range(args.repeat):  # interleaved: a load spike hits every row alike; in a fresh (seeded) order
+        for name in order.permutation(list(rows)):  # each time, so no row always follows the same one (a
+            times[name] = min(times[name], best(rows[name], 1))  # BLAS call's spinning threads, freed pages)
     print(f"N={args.n} D={args.d} C={args.c} K={args.k}, best of {args.repeat}")
     for name, t in times.items():
         print(f"  {name:34s} {t:8.4f} s")

@@ -78,6 +78,26 @@ def test_inputs_are_not_copied_and_stay_read_only(small):
     assert X.flags.writeable  # the caller's own array keeps its flags
 
 
+def test_the_scale_comes_from_the_finite_check_not_a_second_read(small, monkeypatch):
+    """check_inputs keeps the min and max its NaN/inf check found: scale_exponent reads X no more; a derived
+    Inputs whose X changed (subsample, projection, rescale) computes its own."""
+    X, y, _ = small
+    X = np.ascontiguousarray(X) * 2.0**30  # outside 2^±20: normalised() rescales
+    inputs = check_inputs(X, y)
+    expected = int(np.round(np.log2(np.abs(X).max())))
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("X read again for its extremes")
+
+    with monkeypatch.context() as m:
+        m.setattr(np, "min", no_read)
+        m.setattr(np, "max", no_read)
+        assert inputs.scale_exponent == expected
+    assert inputs.normalised().scale_exponent == 0  # its own X (scaled by 2^-e): computed afresh
+    sub = inputs.subsampled(100)
+    assert sub.scale_exponent == int(np.round(np.log2(np.abs(sub.X).max())))
+
+
 def test_score_shares_one_validation_and_matches_single_calls(small):
     X, y, L = small
     both = score(X, y, ["leep", "leep"], logits=L, options={"leep": {"log": False}})

@@ -28,6 +28,7 @@ from transfersel.errors import InputError
 from transfersel.executor import Executor, TaskPool
 from transfersel.extract import extract
 from transfersel.finetune import Protocol, finetune
+from transfersel.rank import rank
 from transfersel.store import FeatureStore
 from transfersel.zoo import load_zoo
 
@@ -129,6 +130,34 @@ def test_a_failing_model_is_reported_while_the_others_finish(tmp_path):
     assert [e.model for e in FeatureStore(cache).entries()] == ["lenet5_mnist"]
 
 
+def test_ctrl_c_keeps_what_finished_and_exits_130(tmp_path, monkeypatch):
+    """Ctrl-C on the driver after the first task finished: that model's entry stays, the running task is
+    cancelled, the command exits 130; a rerun extracts only the other model."""
+    two = ["resnet20_cifar10", "lenet5_mnist"]  # zoo order: the order the tasks go out with --jobs 1
+    cache = tmp_path / "cache"
+    args = ["extract", "--models", str(ZOO), "--data", str(MNIST), "--max-per-class", "2",
+            "--cache-dir", str(cache), "--device", "cpu", "--executor", "ray", "--jobs", "1",
+            "--model", two[0], "--model", two[1]]  # fmt: skip
+    wait, finished = ray.wait, []
+
+    def interrupted_wait(*a, **k):
+        if finished:  # the second task is running: the user presses Ctrl-C
+            raise KeyboardInterrupt
+        ready, rest = wait(*a, **k)
+        finished.extend(ready)
+        return ready, rest
+
+    with monkeypatch.context() as m:
+        m.setattr(ray, "wait", interrupted_wait)
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == 130, result.output
+    assert "finished work is kept" in " ".join(result.output.split())
+    assert [e.model for e in FeatureStore(cache).entries()] == [two[0]]  # complete; nothing torn
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert sorted(e.model for e in FeatureStore(cache).entries()) == sorted(two)
+
+
 def test_ray_fine_tuning_log_resumes_and_matches_local(tmp_path):
     zoo = load_zoo(ZOO, only=["lenet5_mnist", "resnet20_cifar10"])
     train = open_dataset(SIGNS, split="train", max_per_class=4, seed=0)
@@ -152,9 +181,28 @@ def test_ray_fine_tuning_log_resumes_and_matches_local(tmp_path):
     assert by_key(log) == by_key(tmp_path / "local.jsonl")  # every run, seed for seed
 
 
+def test_rank_extracts_through_ray_and_scores_like_local(tmp_path):
+    """rank --executor ray: missing features come from Ray tasks; the scores equal a local extraction's."""
+    two = ["lenet5_mnist", "resnet20_cifar10"]
+    kwargs = {"models": ZOO, "only": two, "max_per_class": 3, "device": "cpu", "metrics": ["logme", "leep"]}
+    board = rank(MNIST, cache=tmp_path / "ray", executor=RAY, **kwargs)
+    assert board.failures == {} and sorted(board.models) == sorted(two)
+    assert sorted(e.model for e in FeatureStore(tmp_path / "ray").entries()) == sorted(two)
+    zoo = load_zoo(ZOO, only=two)
+    ds = open_dataset(MNIST, split="train", max_per_class=3, seed=0)
+    _extract_like_a_worker(zoo, ds, tmp_path / "local")
+    local = rank(MNIST, cache=tmp_path / "local", **kwargs)  # every feature cached: scored only
+    assert {r.model: r.scores for r in local.rows} == {r.model: r.scores for r in board.rows}
+
+
 def test_executor_options_are_checked_before_any_work(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["extract", "--models", str(ZOO), "--data", str(MNIST), "--jobs", "2"])
     assert result.exit_code == 2 and "add --executor ray" in " ".join(result.output.split())
+    (tmp_path / "feats").mkdir()
+    for cmd in (["rank", "--data", "mnist"], ["evaluate", "--ground-truth", str(tmp_path / "gt.csv")]):
+        result = CliRunner().invoke(app, [*cmd, "--features", str(tmp_path / "feats"), "--executor", "ray"])
+        assert result.exit_code == 2, result.output
+        assert "--features needs none: drop --executor ray" in " ".join(result.output.split())
     with pytest.raises(InputError, match="--threads-per-job must be an integer >= 1"):
         Executor("ray", threads_per_job=0)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed

@@ -85,6 +85,28 @@ def test_sfda_never_builds_the_mixed_features(mid: dict, on_disk: dict, monkeypa
     assert 0 < get_metric("sfda").compute(inputs) <= 1
 
 
+def test_leep_recomputes_its_softmax_when_too_large_to_keep(mid: dict, on_disk: dict, monkeypatch) -> None:
+    """Above KEEP_BYTES LEEP's second pass recomputes θ from the memmapped logits, block by block: no N×K
+    array, and the score of the kept, class-ordered θ (the in-memory path) to 1e-12."""
+    import transfersel.metrics.leep as leep
+
+    X, L = np.array(on_disk["features"]), np.array(on_disk["logits"])
+    kept = get_metric("leep")(X, mid["labels"], logits=L)
+    inputs = check_inputs(on_disk["features"], mid["labels"], logits=on_disk["logits"])
+    N, K = inputs.logits.shape
+    real_empty = np.empty
+
+    def empty(shape, *args, **kwargs):
+        assert tuple(np.atleast_1d(shape))[:2] != (N, K), "an N×K array was allocated"
+        return real_empty(shape, *args, **kwargs)
+
+    monkeypatch.setattr(leep, "KEEP_BYTES", 0)
+    monkeypatch.setattr(leep, "BLOCK_BYTES", 300 * 8 * K)  # 300-row blocks: several, the last one short
+    monkeypatch.setattr(np, "empty", empty)
+    streamed = get_metric("leep").compute(inputs)
+    assert streamed == pytest.approx(kept, rel=1e-12, abs=0)
+
+
 def _capped(name: str, cap: int, monkeypatch) -> None:
     monkeypatch.setitem(metrics._REGISTRY, name, dataclasses.replace(get_metric(name), max_rows=cap))
 
@@ -108,6 +130,19 @@ def test_above_the_cap_a_seeded_stratified_subsample_warns_once(mid: dict, monke
     assert get_metric("knn").fn(sub) == first  # the score is the metric on exactly that subsample
     other = inputs.subsampled(500, seed=1)
     assert not np.array_equal(other.X, sub.X)
+
+
+@pytest.mark.parametrize("name", ["knn_reg", "ridge"])
+def test_regression_baselines_subsample_above_the_cap(name: str, mid: dict, monkeypatch) -> None:
+    """Neither streams (an exact neighbour search; a standardised (N, D) float64 copy and U (N, r)): at
+    N = 1,000,000, D = 2048 they took 16 GB; above the cap they score the seeded stratified subsample."""
+    from transfersel.metrics._inputs import SUBSAMPLE_CAP
+
+    assert get_metric(name).max_rows == SUBSAMPLE_CAP
+    _capped(name, 500, monkeypatch)
+    with pytest.warns(TransferabilityWarning, match="cap of 500"):
+        capped = get_metric(name)(mid["features"], mid["labels"])
+    assert capped == get_metric(name).fn(check_inputs(mid["features"], mid["labels"]).subsampled(500))
 
 
 def test_scoring_records_the_subsample(mid: dict, monkeypatch) -> None:

@@ -12,16 +12,18 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from transfersel.errors import InputError
 
-__all__ = ["EXECUTORS", "Executor", "Failed", "TaskPool"]
+__all__ = ["EXECUTORS", "Executor", "Failed", "TaskPool", "session"]
 
 EXECUTORS = ("local", "ray")
 MAX_RETRIES = 3  # a worker process killed mid-task (SIGKILL, a lost node) is retried this often
 WAIT_SECONDS = 0.2
+_SESSIONS: list[Executor] = []  # open session() blocks: their pools leave Ray running for the next pool
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,13 @@ class Executor:
     @property
     def is_ray(self) -> bool:
         return self.kind == "ray"
+
+    def refuse_ray(self, given: str) -> None:
+        """``ray`` runs extraction: refused with an option (``given``) under which nothing is extracted."""
+        if self.is_ray:
+            raise InputError(
+                f"--executor ray runs feature extraction; {given} needs none: drop --executor ray"
+            )
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,50 @@ def worker_device(device: str) -> str:
     return "cuda" if device.startswith("cuda") else device
 
 
+def _init_ray(ray: Any, executor: Executor) -> bool:
+    """Join (``--ray-address``, ``RAY_ADDRESS``) or start Ray unless it runs; True if this call started it."""
+    if ray.is_initialized():
+        return False
+    address = executor.address or os.environ.get("RAY_ADDRESS")
+    threads = executor.threads_per_job or 1
+    local_cpus = None if address or not executor.jobs else executor.jobs * threads
+    if not address:  # Ray renices its workers by +15 by default: they would lose every core to the
+        # driver's neighbours on a shared machine; they run at the driver's niceness instead
+        os.environ.setdefault("RAY_worker_niceness", "0")
+    try:
+        ray.init(
+            address=address,
+            num_cpus=local_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise InputError(
+            f"cannot connect to Ray at {address}: {' '.join(str(exc).split())[:200]}; "
+            "start it with `ray start --head` or drop --ray-address for a local one"
+        ) from None
+    return True
+
+
+@contextmanager
+def session(executor: Executor | None) -> Iterator[None]:
+    """One Ray for a command that runs several pools (``evaluate``: one per dataset), started at the first
+    task and shut down at the end if this started it; with the local executor (or None) it does nothing."""
+    if executor is None or not executor.is_ray:
+        yield
+        return
+    ray = _import_ray()
+    running = ray.is_initialized()
+    _SESSIONS.append(executor)
+    try:
+        yield
+    finally:
+        _SESSIONS.pop()
+        if not running and not _SESSIONS and ray.is_initialized():
+            ray.shutdown()
+
+
 class TaskPool:
     """Ray tasks with at most ``jobs`` in flight, one progress bar, failures as values, Ctrl-C cancelling.
 
@@ -128,26 +181,7 @@ class TaskPool:
         """Join or start Ray at the first task (nothing to run, e.g. every run logged: no cluster)."""
         ray = self._ray
         threads = self.executor.threads_per_job or 1
-        if not ray.is_initialized():
-            address = self.executor.address or os.environ.get("RAY_ADDRESS")
-            local_cpus = None if address or not self.executor.jobs else self.executor.jobs * threads
-            if not address:  # Ray renices its workers by +15 by default: they would lose every core to the
-                # driver's neighbours on a shared machine; they run at the driver's niceness instead
-                os.environ.setdefault("RAY_worker_niceness", "0")
-            try:
-                ray.init(
-                    address=address,
-                    num_cpus=local_cpus,
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    configure_logging=False,
-                )
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise InputError(
-                    f"cannot connect to Ray at {address}: {' '.join(str(exc).split())[:200]}; "
-                    "start it with `ray start --head` or drop --ray-address for a local one"
-                ) from None
-            self._started = True
+        self._started = _init_ray(ray, self.executor)
         resources = ray.cluster_resources()
         self.gpu = self.device.startswith("cuda") or (self.device == "auto" and resources.get("GPU", 0) > 0)
         capacity = int(resources.get("GPU", 0)) if self.gpu else int(resources.get("CPU", 1) // threads)
@@ -168,7 +202,7 @@ class TaskPool:
             if self._bar is not None:
                 self._bar.stop()
         finally:
-            if self._started:
+            if self._started and not _SESSIONS:  # a session() shuts its Ray down at its end
                 self._ray.shutdown()
 
     # --- tasks -----------------------------------------------------------------------------------

@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from transfersel.agreement import GroundTruth
 from transfersel.errors import InputError
+
+if TYPE_CHECKING:
+    from transfersel.executor import Executor
 
 __all__ = ["ModelFeatures", "extract_features", "get_features", "load_array", "load_feature_dir"]
 
@@ -118,14 +121,16 @@ def extract_features(
     device: str,
     notes: list[str],
     ground_truth: GroundTruth | None = None,
+    executor: Executor | None = None,
 ) -> tuple[str, list[ModelFeatures]]:
     """Features of every zoo model on ``data`` from the cache, extracting the missing ones.
 
     Models whose extraction failed are left out with a note. A ``ground_truth`` that lacks the dataset or one
-    of the models is refused before anything is extracted.
+    of the models is refused before anything is extracted. ``executor``: where the missing extractions run
+    (None or ``local``: here; ``ray``: one Ray task per model, :func:`transfersel.distributed.extract_on`).
     """
     from transfersel.data import open_dataset
-    from transfersel.extract import extract
+    from transfersel.distributed import extract_on
     from transfersel.store import FeatureStore
     from transfersel.zoo import load_zoo
 
@@ -133,7 +138,7 @@ def extract_features(
     dataset = open_dataset(data, split=split, max_per_class=max_per_class, seed=seed)
     if ground_truth is not None:
         ground_truth.check_covers(dataset.name, [e.name for e in zoo])
-    report = extract(zoo, dataset, store=FeatureStore(cache), device=device)
+    report = extract_on(executor, zoo, dataset, store=FeatureStore(cache), device=device)
     for name, why in report.failures.items():
         notes.append(f"{name}: extraction failed ({why}); left out")
     out = [

@@ -21,9 +21,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from transfersel.zoo import ModelEntry
+from transfersel.zoo import ModelEntry, load_zoo
+
+if TYPE_CHECKING:
+    from transfersel.features import ModelFeatures
 
 __all__ = [
     "PRIORS",
@@ -33,6 +37,7 @@ __all__ = [
     "prior_params",
     "prior_source_acc",
     "priors",
+    "priors_for_features",
     "priors_for_zoo",
 ]
 
@@ -100,3 +105,15 @@ def priors(entry: ModelEntry, *, load: bool = True, dim: int | None = None) -> d
 def priors_for_zoo(entries: Sequence[ModelEntry], *, load: bool = True) -> dict[str, dict[str, float]]:
     """``{model: {prior: value}}`` for a whole zoo, in zoo order."""
     return {e.name: priors(e, load=load) for e in entries}
+
+
+def priors_for_features(
+    feats: Sequence[ModelFeatures], zoo: str | Path | None, *, only: Sequence[str] | None = None
+) -> dict[str, dict[str, float]]:
+    """``{model: {prior: value}}`` for the models of ``feats`` from the zoo's cards, without loading a model
+    (``prior_params`` is NaN where the zoo gives no ``params``); without a zoo only ``prior_feature_dim``."""
+    widths = {f.model: int(f.features.shape[-1]) for f in feats}
+    if zoo is None:
+        return {m: {"prior_feature_dim": math.log2(d) if d > 0 else math.nan} for m, d in widths.items()}
+    entries = load_zoo(zoo, only=list(only) if only else None)
+    return {e.name: priors(e, load=False, dim=widths[e.name]) for e in entries if e.name in widths}

@@ -18,6 +18,7 @@ from transfersel.agreement import GroundTruth, read_ground_truth, tau_table
 from transfersel.confidence import Resampling, check_pool, check_resampling, resample, resolve_confidence
 from transfersel.errors import InputError
 from transfersel.features import ModelFeatures, get_features
+from transfersel.priors import priors_for_features
 from transfersel.regimes import resolve_reduce
 from transfersel.report import ScatterPanel, check_outputs, plot_scatter, plot_scores, write_table
 from transfersel.results import EnsembleResult, Evaluation, Leaderboard
@@ -31,6 +32,7 @@ from transfersel.scoring import (
 )
 
 if TYPE_CHECKING:
+    from transfersel.executor import Executor
     from transfersel.targets import LabelTargets
 
 __all__ = ["evaluate", "rank", "select_ensemble"]
@@ -82,24 +84,6 @@ def _option_notes(plan: MetricPlan) -> list[str]:
     if plan.options.get("logme", {}).get("variant") == LOGME_DEFAULT:
         return ["logme: variant padded (exact evidence for N <= D; the reference's value when N > D)"]
     return []
-
-
-def model_priors(
-    feats: Sequence[ModelFeatures], models: PathLike | None, only: Sequence[str] | None
-) -> dict[str, dict[str, float]]:
-    """``{model: {prior: value}}`` (:mod:`transfersel.priors`) from the zoo's cards, without loading a model
-    (``prior_params`` is NaN where the zoo gives no ``params``); without a zoo only ``prior_feature_dim``."""
-    import math
-
-    from transfersel.priors import priors
-
-    widths = {f.model: int(np.shape(f.features)[-1]) for f in feats}
-    if models is None:
-        return {m: {"prior_feature_dim": math.log2(d) if d > 0 else math.nan} for m, d in widths.items()}
-    from transfersel.zoo import load_zoo
-
-    entries = load_zoo(models, only=list(only) if only else None)
-    return {e.name: priors(e, load=False, dim=widths[e.name]) for e in entries if e.name in widths}
 
 
 def _add_baselines(scored: Any, priors: dict[str, dict[str, float]]) -> None:
@@ -193,6 +177,7 @@ def rank(
     progress: bool = False,
     reduce: int | str | None = "default",
     confidence: bool | Resampling = False,
+    executor: Executor | None = None,
 ) -> Leaderboard:
     """Rank the models of a zoo on a dataset by one or more transferability metrics.
 
@@ -220,6 +205,8 @@ def rank(
             metric on seeded class-stratified subsamples without replacement (80 % of each class; seed
             ``seed`` unless the resampling has one) and fill ``Leaderboard.confidence`` (score intervals,
             p(top), within noise of the top). Opt-in: it costs about ``draws`` times the scoring.
+        executor: where the missing features are extracted (None: here; ``Executor("ray")``: one Ray task per
+            model, :func:`transfersel.distributed.extract_on`). Scoring runs in this process either way.
 
     LogME runs ``variant="padded"`` unless ``options`` choose one. Tied scores share a rank; a saturated
     regime or an all-tie is one note per metric. A model whose input or a metric fails gets NaN, ranks
@@ -229,6 +216,8 @@ def rank(
     Output paths, the ground truth's coverage of the models and the metrics' inputs are checked before any
     feature is extracted or scored.
     """
+    if executor is not None and features is not None:
+        executor.refuse_ray("--features")
     notes: list[str] = []
     reduce = resolve_reduce(reduce)
     resampling = resolve_confidence(confidence, seed)
@@ -250,6 +239,7 @@ def rank(
         seed=seed,
         cache=cache,
         device=device,
+        executor=executor,
     )
     if resampling is not None:
         check_resampling(feats, resampling)
@@ -265,7 +255,7 @@ def rank(
             max_per_class=max_per_class,
             seed=seed,
         )
-    priors = model_priors(feats, models, only)
+    priors = priors_for_features(feats, models, only=only)
     board = _rank(
         dataset,
         feats,
@@ -321,14 +311,21 @@ def evaluate(
     ``dataset,model,metric,score`` CSV of already computed scores (e.g. a paper's table) instead of features.
     ``out``: the τ_w table as ``.md`` / ``.csv`` / ``.json`` (JSON also holds every statistic); ``plot``:
     score-vs-accuracy PNG, one panel per dataset, scores zoo-normalised.
-    Other keyword arguments are :func:`rank`'s.
+    Other keyword arguments are :func:`rank`'s; with ``executor=Executor("ray")`` the datasets are extracted
+    one after the other (each dataset's models as parallel Ray tasks, on one Ray for the whole call).
     """
+    from transfersel.executor import session
+
+    given = "--scores" if scores is not None else "--features" if features is not None else None
+    if rank_options.get("executor") is not None and given:
+        rank_options["executor"].refuse_ray(given)
     check_outputs(_outputs(out), [plot])
     gt = _ground_truth(ground_truth)
     if scores is not None:
         boards = leaderboards_from_scores(scores, data, metrics, gt, n_boot=n_boot)
     else:
-        boards = _boards_from_features(data, gt, models, metrics, features, n_boot=n_boot, **rank_options)
+        with session(rank_options.get("executor")):
+            boards = _boards_from_features(data, gt, models, metrics, features, n_boot=n_boot, **rank_options)
     correlations = tuple(c for b in boards for c in b.correlations)
     where: dict[str, list[str]] = {}
     for b in boards:
@@ -460,7 +457,7 @@ def select_ensemble(
         device=device,
         n_boot=1000,
         reduce=reduce,
-        priors=model_priors(feats, models, only),
+        priors=priors_for_features(feats, models, only=only),
     )
     name = board.metrics[0]
     ensemble = select(

@@ -21,6 +21,7 @@ from transfersel.cli.app import (
     VerboseOpt,
     app,
     data_options,
+    executor_options,
     exit_if_partial,
     show_tables,
     target_options,
@@ -112,14 +113,19 @@ def score_cmd(
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="figure (.png)")]
 
 
+EXTRACT_ON = "where missing features are extracted: local (here), ray (a Ray task per model); scores: here"
+
+
 @app.command("rank")
 @user_errors
+@executor_options(EXTRACT_ON)
 @target_options()
 @data_options()
 def rank_cmd(
     data: DataOpt,
     opts: DataOptions,
     label_targets: Any,
+    executor: Any,
     metric: MetricsOpt = None,
     features: FeaturesOpt = None,
     ground_truth: GroundTruthOpt = None,
@@ -171,6 +177,7 @@ def rank_cmd(
         progress=True,
         reduce=reduce,
         confidence=Resampling(draws=DRAWS if draws is None else draws) if confidence else False,
+        executor=executor,
         **opts.rank_kwargs(),
     )
     extra = [board.correlation_table()] if board.correlations else []
@@ -181,12 +188,14 @@ def rank_cmd(
 
 @app.command("evaluate")
 @user_errors
+@executor_options(EXTRACT_ON + "; datasets one after the other")
 @target_options()
 @data_options()
 def evaluate_cmd(
     ground_truth: Annotated[Path, typer.Option("--ground-truth", help="CSV dataset,model,accuracy")],
     opts: DataOptions,
     label_targets: Any,
+    executor: Any,
     data: Annotated[
         list[str] | None,
         typer.Option(
@@ -221,6 +230,7 @@ def evaluate_cmd(
         label_targets=label_targets,
         progress=True,
         reduce=reduce,
+        executor=executor,
         **opts.rank_kwargs(),
     )
     show_tables(result.table(), result.correlation_table())

@@ -243,14 +243,6 @@ def _strip_and_inject(
 
 _EXECUTOR: list[tuple[str, Any, Any]] = [
     (
-        "executor",
-        Annotated[
-            str,
-            typer.Option("--executor", help="local: in this process; ray: one Ray task per unit of work"),
-        ],
-        "local",
-    ),
-    (
         "ray_address",
         Annotated[
             str | None,
@@ -277,10 +269,16 @@ _EXECUTOR: list[tuple[str, Any, Any]] = [
 ]
 
 
-def executor_options() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Add --executor, --ray-address, --jobs, --threads-per-job; the command gets ``executor: Executor``."""
+EXECUTOR_HELP = "local: in this process; ray: one Ray task per unit of work"
+
+
+def executor_options(what: str = EXECUTOR_HELP) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add --executor (help: ``what``), --ray-address, --jobs, --threads-per-job; the command gets
+    ``executor: Executor``."""
     kind = inspect.Parameter.KEYWORD_ONLY
-    extra = [inspect.Parameter(n, kind, annotation=a, default=d) for n, a, d in _EXECUTOR]
+    choice = Annotated[str, typer.Option("--executor", help=what)]
+    extra = [inspect.Parameter("executor", kind, annotation=choice, default="local")]
+    extra += [inspect.Parameter(n, kind, annotation=a, default=d) for n, a, d in _EXECUTOR]
 
     def pack(s: dict[str, Any]) -> dict[str, Any]:
         from transfersel.executor import Executor

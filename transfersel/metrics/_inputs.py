@@ -45,6 +45,11 @@ def to_numpy(a: Any, name: str) -> np.ndarray:
 
 
 def _check_float_matrix(a: Any, name: str, *, ndim: int = 2) -> np.ndarray:
+    return _checked(a, name, ndim=ndim)[0]
+
+
+def _checked(a: Any, name: str, *, ndim: int = 2) -> tuple[np.ndarray, tuple[float, float]]:
+    """The read-only, contiguous float32/float64 view of ``a``, and its (min, max) from the finite check."""
     arr = to_numpy(a, name)
     if arr.ndim != ndim:
         raise InputError(f"{name} must be {ndim}-D, got shape {arr.shape}; reshape it")
@@ -56,12 +61,13 @@ def _check_float_matrix(a: Any, name: str, *, ndim: int = 2) -> np.ndarray:
         raise InputError(
             f"{name} must be float32 or float64, got {arr.dtype}; cast it with .astype(np.float32)"
         )
-    if not la.all_finite(arr):
+    extremes = la.finite_range(arr)
+    if extremes is None:
         raise InputError(f"{name} contains NaN or inf; drop or impute those rows before scoring")
     arr = np.ascontiguousarray(arr)
     view = arr.view()
     view.flags.writeable = False  # any accidental in-place write in a metric raises instead of corrupting
-    return view
+    return view, extremes
 
 
 def encode_labels(labels: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -115,6 +121,8 @@ class Inputs:
     _results: dict[tuple[str, str, str], tuple[Any, list]] = field(
         default_factory=dict, repr=False, compare=False
     )
+    # (X, min, max) seen by the finite check: valid while ``X`` is that very array (replace() may swap it)
+    _extremes: tuple[np.ndarray, float, float] | None = field(default=None, repr=False, compare=False)
 
     @property
     def unreduced(self) -> Inputs:
@@ -209,7 +217,11 @@ class Inputs:
     @cached_property
     def scale_exponent(self) -> int:
         """``e`` with ``2^e`` the power of two nearest ``max|X|`` (0 for all-zero features)."""
-        peak = max(float(np.max(self.X)), -float(np.min(self.X)))  # no |X| temporary
+        if self._extremes is not None and self._extremes[0] is self.X:  # no second read of X
+            lo, hi = self._extremes[1:]
+        else:
+            lo, hi = float(np.min(self.X)), float(np.max(self.X))  # no |X| temporary
+        peak = max(hi, -lo)
         return int(np.round(np.log2(peak))) if peak > 0 else 0
 
     def normalised(self) -> Inputs:
@@ -278,7 +290,7 @@ def check_inputs(
     Raises:
         InputError: on shape/dtype mismatches, NaN/inf, fewer than 2 classes, empty arrays.
     """
-    X = _check_float_matrix(features, "features")
+    X, (lo, hi) = _checked(features, "features")
     y, classes = encode_labels(labels)
     if len(y) != X.shape[0]:
         raise InputError(
@@ -318,6 +330,7 @@ def check_inputs(
         logits=L,
         label_embeddings=E,
         device=la.resolve_device(device),
+        _extremes=(X, lo, hi),
     )
 
 

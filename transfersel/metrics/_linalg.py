@@ -20,6 +20,7 @@ EPS64 = np.finfo(np.float64).eps
 # were 0.8x a 10,000-row float32 X, and pushed SFDA's peak past 3x X.
 BLOCK_BYTES = 16 * 2**20
 MIN_BLOCK_ROWS = 256
+FINITE_BLOCK_BYTES = 2**20  # all_finite: a block in the cache between its max and its min
 
 
 def row_blocks(X: np.ndarray, block: int | None = None) -> Iterator[tuple[slice, np.ndarray]]:
@@ -36,25 +37,36 @@ def row_blocks(X: np.ndarray, block: int | None = None) -> Iterator[tuple[slice,
         yield rows, np.array(X[rows], dtype=np.float64)  # a copy even for float64: callers shift in place
 
 
-def all_finite(X: np.ndarray) -> bool:
-    """True if ``X`` (any shape) has no NaN or inf, with no temporary the size of ``X``.
+def finite_range(X: np.ndarray) -> tuple[float, float] | None:
+    """``(min, max)`` of ``X`` (any shape; (0, 0) when empty), or None if it holds a NaN or an inf.
 
-    A finite sum proves every entry finite (NaN and ±inf propagate through a sum: one SIMD pass, 4×
-    faster than ``isfinite`` on float64 row blocks); a non-finite sum is either a NaN/inf entry or an
-    overflow of finite values, which the exact min/max check (NaN propagates through both) tells apart.
-    Checked in row blocks of ``BLOCK_BYTES``, in the array's own dtype: a memmap is read once, no copy.
+    NaN propagates through ``max`` and ``min``, +inf shows in the max and −inf in the min, so both finite
+    proves every entry finite (exactly: no overflow to tell apart, as a sum would need). Both run on one
+    cache-sized block (``FINITE_BLOCK_BYTES``) before the next is read, in the array's own dtype: NumPy's
+    SIMD min/max make it about 2× faster than a sum and 3× faster than ``isfinite``; a memmap is read once
+    and no temporary the size of ``X`` is made.
     """
-    if X.ndim == 0 or X.shape[0] == 0:
-        return bool(np.isfinite(X).all())
-    rows = max(1, BLOCK_BYTES // max(1, X[:1].nbytes))
-    for start in range(0, X.shape[0], rows):
-        B = X[start : start + rows]
-        with np.errstate(over="ignore", invalid="ignore"):
-            if B.size == 0 or np.isfinite(B.sum(dtype=B.dtype)):
-                continue
-        if not (np.isfinite(B.min()) and np.isfinite(B.max())):
-            return False
-    return True
+    if X.size == 0:
+        return 0.0, 0.0
+    if X.ndim == 0:
+        v = float(X)
+        return (v, v) if np.isfinite(v) else None
+    flat = X.reshape(-1) if X.flags.c_contiguous else None  # contiguous: blocks need not end on a row
+    step = max(1, FINITE_BLOCK_BYTES // X.itemsize) if flat is not None else None
+    rows = max(1, FINITE_BLOCK_BYTES // max(1, X[:1].nbytes))
+    lo, hi = np.inf, -np.inf
+    for start in range(0, X.size if flat is not None else X.shape[0], step or rows):
+        B = flat[start : start + step] if flat is not None else X[start : start + rows]
+        b_hi, b_lo = B.max(), B.min()
+        if not (np.isfinite(b_hi) and np.isfinite(b_lo)):
+            return None
+        lo, hi = min(lo, float(b_lo)), max(hi, float(b_hi))
+    return lo, hi
+
+
+def all_finite(X: np.ndarray) -> bool:
+    """True if ``X`` (any shape) has no NaN or inf (:func:`finite_range`, one read, no large temporary)."""
+    return finite_range(X) is not None
 
 
 def argmax_rows(A: np.ndarray, block_rows: int = 256) -> np.ndarray:

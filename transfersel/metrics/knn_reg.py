@@ -18,7 +18,7 @@ import numpy as np
 
 from transfersel.errors import InputError
 from transfersel.metrics import register_metric
-from transfersel.metrics._inputs import Inputs, _check_float_matrix
+from transfersel.metrics._inputs import SUBSAMPLE_CAP, Inputs, _check_float_matrix
 from transfersel.metrics._linalg import row_blocks
 from transfersel.metrics._regression import one_hot_targets, r2_per_target, target_matrix
 from transfersel.metrics.knn import leave_one_out_neighbours
@@ -49,6 +49,7 @@ def _score(features: Any, T: np.ndarray, k: int) -> float:
     "knn_reg",
     description="Leave-one-out R² of k-NN regression (cosine, mean of k neighbours) onto the targets; ≤ 1",
     reference="transfersel regression baseline after spec §2.11's kNN, issue 12",
+    max_rows=SUBSAMPLE_CAP,  # the exact neighbour search cannot stream: a seeded stratified subsample
 )
 def knn_reg(inputs: Inputs, *, k: int = 10) -> float:
     return _score(inputs.X, one_hot_targets(inputs), k)

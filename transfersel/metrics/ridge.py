@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from transfersel.metrics import register_metric
-from transfersel.metrics._inputs import Inputs
+from transfersel.metrics._inputs import SUBSAMPLE_CAP, Inputs
 from transfersel.metrics._linalg import eigh
 from transfersel.metrics._regression import one_hot_targets, standardised_features, target_matrix
 
@@ -65,6 +65,7 @@ def _score(X: np.ndarray, T: np.ndarray) -> float:
     "ridge",
     description="Leave-one-out R² of ridge regression onto the (one-hot or per-sample) targets; ≤ 1",
     reference="transfersel regression baseline (closed-form PRESS), issue 12",
+    max_rows=SUBSAMPLE_CAP,  # copies the standardised (N, D) features, forms U (N, r): a subsample
 )
 def ridge(inputs: Inputs) -> float:
     inputs = inputs.normalised()  # standardisation makes the score scale-free; this keeps squares finite
