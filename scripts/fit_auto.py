@@ -339,12 +339,18 @@ def sample_size_section(tables: dict[int, Table], gt, datasets: list[str], n_cla
     return lines
 
 
-def holdout_section(tables: dict[int, Table], holdout_gt, final: dict) -> list[str]:
-    """The sealed datasets, scored once with the final constants, beside every metric and prior."""
+def holdout_section(tables: dict[int, Table], holdout_gt, final: dict, runs_log: Path) -> list[str]:
+    """The sealed datasets, scored once with the final constants, beside every metric and prior, and the
+    seed-to-seed ceiling of their ground truth (``runs_log``)."""
     names = [d for d in HOLDOUT if d in holdout_gt.accuracy and d in tables[TRAIN_PER_CLASS]]
     if not names:
         return []
-    out = []
+    ceiling = seed_ceiling(runs_log, holdout_gt) if runs_log.is_file() else {}
+    out = [
+        "",
+        "Ceiling (seed-to-seed τ_w of this ground truth): "
+        + (", ".join(f"{d} {ceiling[d]:.3f}" for d in names if d in ceiling) or "no run log"),
+    ]
     for k, t in sorted(tables.items()):
         if not all(d in t for d in names):
             continue
@@ -373,8 +379,9 @@ def report(args, gt, datasets, tables, outer, subset_rows, auto_rows, singles, c
     lines = [
         "# `auto`: the consensus of the metric library, measured leave one dataset out",
         "",
-        f"Made by `python scripts/fit_auto.py --ground-truth {args.ground_truth} --per-class "
-        f"{' '.join(map(str, sorted(tables)))}` from the cached train features (components in "
+        f"Made by `python scripts/fit_auto.py --ground-truth {args.ground_truth}"
+        + (f" --holdout-ground-truth {args.holdout_ground_truth}" if args.holdout_ground_truth else "")
+        + f" --per-class {' '.join(map(str, sorted(tables)))}` from the cached train features (components in "
         f"`components*.csv`). Ground truth: `{args.ground_truth}` (full fine-tuning, mean of 3 seeds), "
         f"datasets {', '.join(datasets)}. τ_w = weighted Kendall τ against the ground truth (± its bootstrap "
         "sd over models; for the mean, the sds combined as independent); rel@1 and regret@1 (accuracy "
@@ -509,7 +516,10 @@ def main() -> None:
     ceiling = seed_ceiling(runs, gt) if runs.is_file() else {}
     holdout = []
     if args.holdout_ground_truth:
-        holdout = holdout_section(tables, read_ground_truth(args.holdout_ground_truth), final)
+        holdout_gt = args.holdout_ground_truth
+        holdout = holdout_section(
+            tables, read_ground_truth(holdout_gt), final, holdout_gt.with_suffix(".runs.jsonl")
+        )
     text = report(args, gt, datasets, tables, outer, subset_rows, auto_rows, singles, ceiling, final, holdout)
     print(text)
     if not args.no_write:
