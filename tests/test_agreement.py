@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from transfersel.agreement import (
 from transfersel.errors import InputError
 
 PUBLISHED = Path("/work/shared/benchmarks/published")
+OFFLINE = Path(__file__).resolve().parents[1] / "benchmarks" / "offline"
+SCORES, GT = OFFLINE / "scores.csv", OFFLINE / "gt_finetune.csv"
 SELF_CONSISTENT = ("birdsnap", "caltech101", "cars", "cifar10", "cifar100", "sun397")
 
 
@@ -55,6 +58,24 @@ def test_rel_and_regret_break_ties_by_zoo_order_and_report_them():
     assert score_ties(s, names) == [("a", "b")]
     # Swapping the zoo order of the tied models changes the pick: that is why ties are reported.
     assert rel_at_k([0.9, 0.9, 0.1, 0.5], [80.0, 70.0, 75.0, 60.0], 1) == 1.0
+
+
+def test_float_noise_of_a_saturated_metric_is_a_tie_for_every_rank_statistic():
+    # H-score at its limit C - 1 on the offline benchmark's clothing (committed scores): the wide models
+    # score 9 within 5e-15; scipy alone would order them by that noise (tau_w 0.31 vs 0.67 with ties)
+    rows = [r for r in csv.DictReader(SCORES.open()) if (r["dataset"], r["metric"]) == ("clothing", "hscore")]
+    gt = read_ground_truth(GT)
+    raw = np.array([float(r["score"]) for r in rows])
+    acc = gt.for_models("clothing", [r["model"] for r in rows])
+    snapped = np.where(np.abs(raw - 9.0) < 1e-12, 9.0, raw)
+    assert (raw != snapped).sum() >= 4  # the noise is there
+    assert weighted_tau(raw, acc) == pytest.approx(stats.weightedtau(snapped, acc).statistic, abs=1e-12)
+    assert weighted_tau(raw, acc) > stats.weightedtau(raw, acc).statistic + 0.2
+    assert kendall_tau(raw, acc) == pytest.approx(stats.kendalltau(snapped, acc).statistic, abs=1e-12)
+    names = [r["model"] for r in rows]
+    row = correlate("clothing", "hscore", names, raw, acc, n_boot=20)
+    assert len(row.ties) == 1 and len(row.ties[0]) == int((np.abs(raw - 9.0) < 1e-12).sum())
+    assert row.pearson == pytest.approx(stats.pearsonr(raw, acc).statistic)  # not a rank statistic: raw
 
 
 def test_nan_scores_rank_last_and_are_flagged():

@@ -8,6 +8,9 @@ fine-tuned accuracies ``a`` (both ``(M,)``, aligned by model):
   Spearman ρ and Pearson r from scipy;
 * rel@k = best accuracy among the top-k models by score over the best accuracy overall, regret@k = the gap in
   accuracy points (§5.2); ties in scores are broken by zoo order (stable sort) and reported;
+* ties are the leaderboard's (:data:`transfersel.regimes.REL_TIE`): scores within 1e-9 relative are made
+  equal before any rank statistic, so a saturated metric's float noise (H-score's C − 1 as 8.99999999999999
+  and 9.00000000000003) does not order models;
 * stability: the bootstrap standard deviation of τ_w over models (seeded).
 
 NaN scores (a metric that could not score a model) are ranked last, as ``-inf`` (§5.1), and reported in
@@ -27,6 +30,7 @@ import numpy as np
 
 from transfersel.errors import InputError
 from transfersel.paths import read_text
+from transfersel.regimes import tie_ranks
 
 __all__ = [
     "Correlation",
@@ -50,8 +54,12 @@ __all__ = [
 ]
 
 
-def _pair(scores: Sequence[float], accuracy: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """Scores with NaN → -inf (ranked last) and accuracies, as float64 ``(M,)`` arrays of equal length."""
+def _pair(
+    scores: Sequence[float], accuracy: Sequence[float], *, ties: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores with NaN → -inf (ranked last) and accuracies, as float64 ``(M,)`` arrays of equal length;
+    with ``ties`` each group of tied scores (:func:`transfersel.regimes.tie_ranks`) takes its largest
+    value."""
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     a = np.asarray(accuracy, dtype=np.float64).reshape(-1)
     if s.shape != a.shape:
@@ -60,7 +68,15 @@ def _pair(scores: Sequence[float], accuracy: Sequence[float]) -> tuple[np.ndarra
         raise InputError(f"need at least 2 models to correlate, got {s.size}")
     if not np.isfinite(a).all():
         raise InputError("ground-truth accuracies contain NaN or inf; fix the ground-truth file")
-    return np.where(np.isnan(s), -np.inf, s), a
+    s = np.where(np.isnan(s), -np.inf, s)
+    finite = np.isfinite(s)
+    if ties and finite.sum() > 1:
+        ranks = tie_ranks(s[finite])
+        top: dict[int, float] = {}
+        for r, v in zip(ranks, s[finite], strict=True):
+            top[r] = max(top.get(r, -math.inf), float(v))
+        s[finite] = [top[r] for r in ranks]
+    return s, a
 
 
 def weighted_tau(scores: Sequence[float], accuracy: Sequence[float]) -> float:
@@ -94,7 +110,7 @@ def pearson(scores: Sequence[float], accuracy: Sequence[float]) -> float:
     """Pearson r (``scipy.stats.pearsonr``) over the models with a finite score; NaN if < 2 or constant."""
     from scipy import stats
 
-    s, a = _pair(scores, accuracy)
+    s, a = _pair(scores, accuracy, ties=False)
     ok = np.isfinite(s)
     if ok.sum() < 2 or np.ptp(s[ok]) == 0 or np.ptp(a[ok]) == 0:
         return math.nan
@@ -230,7 +246,7 @@ def correlate(
         weighted_tau=weighted_tau(s, a),
         kendall_tau=kendall_tau(s, a),
         spearman=spearman(s, a),
-        pearson=pearson(s, a),
+        pearson=pearson(scores, a),  # not a rank statistic: the scores as given
         rel_at_1=rel_at_k(s, a, 1),
         rel_at_3=rel_at_k(s, a, 3),
         regret_at_1=regret_at_k(s, a, 1),
