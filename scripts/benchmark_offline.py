@@ -209,7 +209,8 @@ def _tau_section(ev, gt, names: list[str], title: str, csv: str) -> str:
         rel1.setdefault(c.metric, []).append(c.rel_at_1)
     for m in sorted(t.metrics, key=lambda m: -t.average[m]):
         vals = " | ".join(f"{t.values[m][d]:+.3f}" for d in names)
-        lines.append(f"| {m} | {vals} | **{t.average[m]:+.3f}** | {np.mean(rel1[m]):.3f} |")
+        label = "auto (final constants, in-sample: held out in AUTO.md)" if m == "auto" else m
+        lines.append(f"| {label} | {vals} | **{t.average[m]:+.3f}** | {np.mean(rel1[m]):.3f} |")
     acc = ["| model | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for model in gt.accuracy[names[0]]:
         acc.append(f"| {model} | " + " | ".join(f"{gt.accuracy[d][model]:.1f}" for d in names) + " |")
