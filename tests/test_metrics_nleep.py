@@ -71,3 +71,21 @@ def test_em_matches_scikit_learn_from_the_same_kmeans_labels(vectors):
     assert gm.converged_ and gm.n_iter_ > 2
     R = gmm_posteriors(Z, labels.astype(np.int64), K, reg_covar=1e-6, max_iter=100)
     np.testing.assert_allclose(R, expected, rtol=0, atol=1e-6)
+
+
+def test_a_mixture_larger_than_memory_is_refused_in_one_line_before_any_work(vectors, monkeypatch):
+    # at 1M x 2048 near-isotropic features the PCA keeps ~1,600 dims: 500 components' covariances need
+    # ~40 GiB and the kernel killed the process; now it is refused up front with the fix
+    import transfersel.metrics.nleep as nleep_module
+    from transfersel.errors import InputError
+
+    v = vectors["small_gauss"]
+    calls = []
+    monkeypatch.setattr(nleep_module, "kmeans_labels", lambda *a, **k: calls.append(a) or None)
+    monkeypatch.setattr(nleep_module, "available_memory", lambda: 1024)
+    with pytest.raises(InputError, match=r"nleep: \d+ full-covariance components .* GiB.*variance=") as err:
+        get_metric("nleep")(v["features"], v["labels"])
+    assert "\n" not in str(err.value) and not calls
+    monkeypatch.undo()
+    assert np.isfinite(get_metric("nleep")(v["features"], v["labels"]))
+    assert nleep_module.available_memory() is None or nleep_module.available_memory() > 0

@@ -89,6 +89,36 @@ GEMM_BLOCK = 1 << 23  # float64 entries of whitened coordinates computed per GEM
 ACTIVE = 1e-10  # responsibilities below this are left out of a component's covariance (spec §7.4)
 
 
+# (K, d, d) float64 matrices alive at once in EM: the covariances, their Cholesky factors, the new inverse
+# factors and the previous round's
+MIXTURE_MATRICES = 4
+
+
+def available_memory() -> int | None:
+    """Bytes of physical memory available now (Linux ``MemAvailable``), None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_mixture_memory(K: int, d: int) -> None:
+    """Refuse, before any work, a mixture whose covariances alone exceed the available memory (it would
+    be killed by the kernel, not fail): K full d×d covariances scale with K·d², not with N."""
+    need = MIXTURE_MATRICES * K * d * d * 8
+    free = available_memory()
+    if free is not None and need > free:
+        raise InputError(
+            f"nleep: {K} full-covariance components on d = {d} PCA dimensions need about {need / 2**30:.1f}"
+            f" GiB, {free / 2**30:.1f} GiB is available; lower -m nleep:variance= (now the PCA keeps "
+            "that share of the variance) or component_ratio="
+        )
+
+
 class SingularCovariance(Exception):
     """A component covariance is not numerically positive definite."""
 
@@ -223,6 +253,7 @@ def nleep(
             TransferabilityWarning,
             stacklevel=3,
         )
+    check_mixture_memory(K, d)
     # 2. GMM initialised from converged k-means; float64 EM, retried with a larger reg_covar if a
     #    covariance is still singular.
     labels = kmeans_labels(Z, K, seed)
