@@ -106,7 +106,7 @@ def available_memory() -> int | None:
     return None
 
 
-def check_mixture_memory(K: int, d: int) -> None:
+def check_mixture_memory(K: int, d: int, *, variance: float, component_ratio: int) -> None:
     """Refuse, before any work, a mixture whose covariances alone exceed the available memory (it would
     be killed by the kernel, not fail): K full d×d covariances scale with K·d², not with N."""
     need = MIXTURE_MATRICES * K * d * d * 8
@@ -114,8 +114,9 @@ def check_mixture_memory(K: int, d: int) -> None:
     if free is not None and need > free:
         raise InputError(
             f"nleep: {K} full-covariance components on d = {d} PCA dimensions need about {need / 2**30:.1f}"
-            f" GiB, {free / 2**30:.1f} GiB is available; lower -m nleep:variance= (now the PCA keeps "
-            "that share of the variance) or component_ratio="
+            f" GiB, {free / 2**30:.1f} GiB is available; lower the PCA's variance share "
+            f"(-m nleep:variance=, now {variance:g}) or the components per class (component_ratio=, now "
+            f"{component_ratio})"
         )
 
 
@@ -253,7 +254,7 @@ def nleep(
             TransferabilityWarning,
             stacklevel=3,
         )
-    check_mixture_memory(K, d)
+    check_mixture_memory(K, d, variance=float(variance), component_ratio=int(component_ratio))
     # 2. GMM initialised from converged k-means; float64 EM, retried with a larger reg_covar if a
     #    covariance is still singular.
     labels = kmeans_labels(Z, K, seed)
