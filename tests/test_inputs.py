@@ -160,3 +160,17 @@ def test_device_option_is_validated(small):
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="no CUDA GPU is visible"):
             get_metric("leep")(X, y, logits=L, device="cuda")
+
+
+def test_remembered_metric_results_stay_with_the_features_they_were_computed_on(small):
+    """A metric's result is remembered on its Inputs; Inputs derived with other features (a subsample, a
+    projection, a rescale) start with none of them, so they never return the parent's score."""
+    X, y, _ = small
+    inputs = check_inputs(np.ascontiguousarray(X) * 2.0**30, y)
+    logme = get_metric("logme")
+    full = logme.compute(inputs)
+    assert logme.compute(inputs) == full  # remembered
+    for derived in (inputs.subsampled(100), inputs.reduced(8), inputs.normalised()):
+        fresh = check_inputs(np.array(derived.X), derived.classes[derived.y])
+        assert logme.compute(derived) == pytest.approx(logme.compute(fresh), rel=1e-12)
+    assert logme.compute(inputs.subsampled(100)) != full

@@ -121,8 +121,8 @@ class Inputs:
     _results: dict[tuple[str, str, str], tuple[Any, list]] = field(
         default_factory=dict, repr=False, compare=False
     )
-    # (X, min, max) seen by the finite check: valid while ``X`` is that very array (replace() may swap it)
-    _extremes: tuple[np.ndarray, float, float] | None = field(default=None, repr=False, compare=False)
+    # (min, max) of X seen by the finite check (None: not seen); :meth:`with_features` resets it with X
+    _extremes: tuple[float, float] | None = field(default=None, repr=False, compare=False)
 
     @property
     def unreduced(self) -> Inputs:
@@ -169,6 +169,12 @@ class Inputs:
         between = (d.T * self.counts) @ d
         return np.subtract(G, between, out=between)  # one new D×D array, not two
 
+    def with_features(self, X: Any, **changes: Any) -> Inputs:
+        """These inputs with features ``X`` (and any other ``changes``): every value derived from the old X
+        (projections, subsamples, remembered metric results, extremes) starts afresh."""
+        fresh = {"_reduced": {}, "_subsamples": {}, "_results": {}, "_extremes": None}
+        return replace(self, X=X, **{**fresh, **changes})
+
     def reduced(self, reduce: int | str | None) -> Inputs:
         """These inputs with X replaced by its (N, d) scores on the top-d principal axes (spec §2).
 
@@ -182,7 +188,7 @@ class Inputs:
         if d not in self._reduced:
             G = self.centered_gram if self.N >= self.D else None
             Z = project(self.X, d, mean=self.mean, centered_gram=G)
-            self._reduced[d] = replace(self, X=Z, _reduced={}, _source=self, _subsamples={})
+            self._reduced[d] = self.with_features(Z, _source=self)
         return self._reduced[d]
 
     def subsampled(self, n: int, seed: int = SUBSAMPLE_SEED) -> Inputs:
@@ -200,25 +206,22 @@ class Inputs:
             X.flags.writeable = False
             L = None if self.logits is None else np.array(self.logits[keep])
             E = None if self.label_embeddings is None else self.label_embeddings[:, present]
-            self._subsamples[(n, seed)] = replace(
-                self,
-                X=X,
+            self._subsamples[(n, seed)] = self.with_features(
+                X,
                 y=y.reshape(-1).astype(np.int64),
                 classes=self.classes[present],
                 counts=np.bincount(y.reshape(-1), minlength=len(present)).astype(np.int64),
                 logits=L,
                 label_embeddings=E,
-                _reduced={},
                 _source=None,
-                _subsamples={},
             )
         return self._subsamples[(n, seed)]
 
     @cached_property
     def scale_exponent(self) -> int:
         """``e`` with ``2^e`` the power of two nearest ``max|X|`` (0 for all-zero features)."""
-        if self._extremes is not None and self._extremes[0] is self.X:  # no second read of X
-            lo, hi = self._extremes[1:]
+        if self._extremes is not None:  # the finite check's: no second read of X
+            lo, hi = self._extremes
         else:
             lo, hi = float(np.min(self.X)), float(np.max(self.X))  # no |X| temporary
         peak = max(hi, -lo)
@@ -241,7 +244,7 @@ class Inputs:
             return self
         X = np.ldexp(self.X, -e).astype(self.X.dtype, copy=False)  # exact: only the exponent changes
         X.flags.writeable = False
-        return replace(self, X=X, _reduced={}, _subsamples={})  # its own caches: X changed
+        return self.with_features(X)
 
     def scale_unsafe(self, metric: str, *, why: str, power: int = 2) -> bool:
         """For a metric whose value depends on the feature scale (``why`` names the constant that
@@ -330,7 +333,7 @@ def check_inputs(
         logits=L,
         label_embeddings=E,
         device=la.resolve_device(device),
-        _extremes=(X, lo, hi),
+        _extremes=(lo, hi),
     )
 
 

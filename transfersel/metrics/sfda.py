@@ -16,7 +16,6 @@ recomputed from X in each of its three passes (class sums, Gram, scores), never 
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 
 import numpy as np
@@ -178,8 +177,6 @@ def sfda(
     W, b, lam = _lda(inputs, shrinkage)
     dtype = inputs.X.dtype if store_mixed_in_input_dtype else np.dtype(np.float64)
     X_mixed = _confmix(inputs, W, b, dtype)
-    mixed = dataclasses.replace(
-        inputs, X=X_mixed, logits=None, label_embeddings=None, _reduced={}, _subsamples={}
-    )
+    mixed = inputs.with_features(X_mixed, logits=None, label_embeddings=None)
     W2, b2, _ = _lda(mixed, lam)  # λ from stage 1 is reused, not re-estimated
     return float(_true_class_scores(mixed, W2, b2, log=log))
