@@ -101,6 +101,8 @@ def test_an_all_tie_is_one_note_and_equal_ranks(feature_dir, tmp_path):  # noqa:
         assert sum(n.startswith(f"{metric}") and "tie" in n for n in board.notes) == 1
     assert not any("zoo order" in n for n in board.notes)
     assert tie_ranks([0.5, math.nan, 0.9, 0.5, 0.5 * (1 + 1e-12)]) == [2, 5, 1, 2, 2]
+    # an infinite score (a log-form metric at probability 0) ties only an equal one, never its neighbour
+    assert tie_ranks([-0.5, -math.inf, math.inf, -math.inf, 3.0]) == [3, 4, 1, 4, 2]
 
 
 def test_pool_metrics_rank_over_the_zoo(feature_dir, tmp_path):  # noqa: F811

@@ -30,7 +30,7 @@ import numpy as np
 
 from transfersel.errors import InputError
 from transfersel.paths import read_text
-from transfersel.regimes import tie_ranks
+from transfersel.regimes import tie_groups, tie_ranks
 
 __all__ = [
     "Correlation",
@@ -69,13 +69,12 @@ def _pair(
     if not np.isfinite(a).all():
         raise InputError("ground-truth accuracies contain NaN or inf; fix the ground-truth file")
     s = np.where(np.isnan(s), -np.inf, s)
-    finite = np.isfinite(s)
-    if ties and finite.sum() > 1:
-        ranks = tie_ranks(s[finite])
+    if ties:
+        ranks = tie_ranks(s)
         top: dict[int, float] = {}
-        for r, v in zip(ranks, s[finite], strict=True):
+        for r, v in zip(ranks, s, strict=True):
             top[r] = max(top.get(r, -math.inf), float(v))
-        s[finite] = [top[r] for r in ranks]
+        s = np.array([top[r] for r in ranks])
     return s, a
 
 
@@ -152,12 +151,10 @@ def regret_at_k(scores: Sequence[float], accuracy: Sequence[float], k: int) -> f
 
 
 def score_ties(scores: Sequence[float], names: Sequence[str]) -> list[tuple[str, ...]]:
-    """Groups of models whose (finite) scores are exactly equal, each in zoo order, groups by first member."""
-    groups: dict[float, list[str]] = {}
-    for name, value in zip(names, np.asarray(scores, dtype=np.float64).reshape(-1), strict=True):
-        if np.isfinite(value):
-            groups.setdefault(float(value), []).append(name)
-    return [tuple(g) for g in groups.values() if len(g) > 1]
+    """Groups of models whose finite scores tie (:func:`transfersel.regimes.tie_groups`, the leaderboard's
+    rule), best group first, each in zoo order; NaN and infinite scores are in none."""
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    return tie_groups(np.where(np.isfinite(s), s, np.nan).tolist(), names)
 
 
 def bootstrap_sds(

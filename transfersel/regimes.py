@@ -96,7 +96,8 @@ def saturation_note(metric: str, shapes: Mapping[str, tuple[int, int, int]]) -> 
 
 
 def _same(a: float, b: float) -> bool:
-    return a == b or abs(a - b) <= REL_TIE * max(abs(a), abs(b))
+    # an infinite score ties only an equal one (inf - x is inf, and so is REL_TIE * inf)
+    return a == b or (math.isfinite(a) and math.isfinite(b) and abs(a - b) <= REL_TIE * max(abs(a), abs(b)))
 
 
 def tie_ranks(scores: Sequence[float]) -> list[int]:
