@@ -8,7 +8,7 @@ float64 NumPy/SciPy. ``device`` selects where the Gram (the dominant N·D² cost
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import scipy.linalg
@@ -125,18 +125,13 @@ def gram(X: np.ndarray, *, shift: np.ndarray | None = None, device: str | None =
     return G_t.cpu().numpy()
 
 
-def class_sums(
-    X: np.ndarray, y: np.ndarray, C: int, *, transform: Callable[[np.ndarray], np.ndarray] | None = None
-) -> np.ndarray:
+def class_sums(X: np.ndarray, y: np.ndarray, C: int) -> np.ndarray:
     """(C, D) float64 per-class sums ``OᵀX`` for labels ``y`` in ``0..C-1``.
 
     A segment sum over label-sorted rows (``np.add.reduceat``): no one-hot matrix, no slow scatter.
-    ``transform`` maps each float64 row block first (e.g. a softmax), so ``Oᵀf(X)`` streams too.
     """
     S = np.zeros((C, X.shape[1]))
     for rows, B in row_blocks(X):
-        if transform is not None:
-            B = transform(B)
         yb = y[rows]
         order = np.argsort(yb, kind="stable")
         present, starts = np.unique(yb[order], return_index=True)
